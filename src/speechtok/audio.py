@@ -1,0 +1,108 @@
+"""Audio at the edge of the library: read, downmix, resample, validate.
+
+Everything inside speechtok works on float32 mono audio in [-1, 1] at the encoder's sample rate;
+this module is the one place where other forms are converted to that.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AudioSource = Union[str, os.PathLike, np.ndarray, "torch.Tensor"]  # noqa: F821
+
+
+class AudioError(ValueError):
+    """Audio that cannot be encoded. `source` names the file (or array), `reason` says why."""
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+def describe(source: AudioSource) -> str:
+    """A short name for error messages: the path, or the shape of an array."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    shape = tuple(getattr(source, "shape", ()))
+    return f"<array shape={shape}>"
+
+
+def load_audio(
+    source: AudioSource,
+    target_rate: int,
+    sample_rate: int | None = None,
+    min_samples: int = 1,
+    name: str | None = None,
+) -> np.ndarray:
+    """Return `source` as float32 mono at `target_rate`, or raise AudioError.
+
+    `source` is a path to anything libsndfile reads (wav, flac, ogg, mp3, ...) or an array with its
+    `sample_rate`. Arrays are [samples] or [samples, channels] (soundfile's layout); a 2-D array whose
+    first dimension is the smaller one is taken as [channels, samples] (torch's layout).
+    Integer arrays are scaled to [-1, 1] by their type's range.
+    """
+    label = name or describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        wave, rate = _read_file(Path(source), label)
+        if sample_rate is not None and sample_rate != rate:
+            raise AudioError(label, f"file is {rate} Hz but sample_rate={sample_rate} was given")
+    else:
+        if sample_rate is None:
+            raise AudioError(label, "an array needs its sample_rate")
+        wave, rate = _from_array(source, label), int(sample_rate)
+    wave = _to_mono(wave)
+    if wave.size == 0:
+        raise AudioError(label, "no samples (empty audio)")
+    if not np.isfinite(wave).all():
+        raise AudioError(label, "contains NaN or Inf samples")
+    if rate != target_rate:
+        wave = soxr.resample(wave, rate, target_rate).astype(np.float32, copy=False)
+    if len(wave) < min_samples:
+        raise AudioError(
+            label,
+            f"too short: {len(wave)} samples at {target_rate} Hz "
+            f"({len(wave) / target_rate * 1000:.1f} ms); the encoder needs at least {min_samples}",
+        )
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _read_file(path: Path, label: str) -> tuple[np.ndarray, int]:
+    if not path.exists():
+        raise AudioError(label, "no such file")
+    if path.is_dir():
+        raise AudioError(label, "is a directory, not an audio file")
+    try:
+        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioError(label, f"unreadable or corrupt audio ({err})") from None
+    return wave, int(rate)
+
+
+def _from_array(array, label: str) -> np.ndarray:
+    if hasattr(array, "detach"):  # torch.Tensor, without importing torch here
+        array = array.detach().cpu().numpy()
+    wave = np.asarray(array)
+    if wave.ndim == 0 or wave.ndim > 2:
+        raise AudioError(label, f"expected a 1-D or 2-D array, got {wave.ndim}-D")
+    if np.issubdtype(wave.dtype, np.integer):
+        info = np.iinfo(wave.dtype)
+        wave = wave.astype(np.float32) / float(max(abs(info.min), info.max))
+    elif not np.issubdtype(wave.dtype, np.floating):
+        raise AudioError(label, f"unsupported sample type {wave.dtype}")
+    wave = wave.astype(np.float32, copy=False)
+    if wave.ndim == 2 and wave.shape[0] < wave.shape[1]:
+        wave = wave.T  # [channels, samples] -> [samples, channels]
+    return wave
+
+
+def _to_mono(wave: np.ndarray) -> np.ndarray:
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    return wave

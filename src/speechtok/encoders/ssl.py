@@ -1,0 +1,250 @@
+"""Hidden layers of Hugging Face wav2vec2 / HuBERT / WavLM / data2vec-audio models.
+
+Layer n is `hidden_states[n]` of the full model (0 = input of the first transformer block), so
+k-means trained by fairseq or SpeechBrain on layer n apply unchanged. Only the blocks up to the
+highest requested layer are kept and run. Stable-layer-norm models (the "large" ones) apply a final
+LayerNorm after the last block only; it is kept when the last block is requested, and dropped
+otherwise, so a truncated run gives exactly the full model's tensor for every kept layer.
+
+Batching does not change results: padding is invisible to every real frame.
+- The group-norm feature extractors (base models) normalise each channel of the first conv over
+  time; with padding, those statistics are computed over the real frames only.
+- The transformer gets a mask of padded frames (which also zeroes them before the positional
+  convolution). A batch without padding gets no mask, exactly as a single file does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Encoder
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+DEFAULT_CHUNK_SECONDS = 100.0  # fairseq's dump_hubert_feature.py max_chunk = 1.6M samples at 16 kHz
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}") from None
+
+
+def normalize_waveform(wave: np.ndarray) -> np.ndarray:
+    """Whole-utterance layer norm as fairseq and SpeechBrain apply it (`F.layer_norm(wav,
+    wav.shape)`, eps 1e-5) - not the HF feature extractor's eps 1e-7, which can flip tokens."""
+    t = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    return F.layer_norm(t, t.shape).numpy()
+
+
+def conv_output_length(length, kernels: Sequence[int], strides: Sequence[int]):
+    """Frames a conv stack (no padding) gives for `length` samples; works on ints and tensors."""
+    for k, s in zip(kernels, strides):
+        length = (length - k) // s + 1
+    return length
+
+
+def min_input_length(kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Shortest input giving one frame: the stack's receptive field."""
+    field = 1
+    for k, s in reversed(list(zip(kernels, strides))):
+        field = (field - 1) * s + k
+    return field
+
+
+def masked_group_norm(x: torch.Tensor, norm: nn.GroupNorm, lengths: torch.Tensor) -> torch.Tensor:
+    """GroupNorm of [B, C, T] whose statistics ignore frames at or after `lengths[b]`."""
+    b, c, t = x.shape
+    g = norm.num_groups
+    valid = (torch.arange(t, device=x.device)[None, :] < lengths[:, None]).to(torch.float32)  # [B, T]
+    xf = x.float().reshape(b, g, c // g, t)
+    mask = valid[:, None, None, :]
+    count = mask.sum(dim=(2, 3), keepdim=True) * (c // g)
+    mean = (xf * mask).sum(dim=(2, 3), keepdim=True) / count
+    var = (((xf - mean) * mask) ** 2).sum(dim=(2, 3), keepdim=True) / count
+    out = ((xf - mean) / torch.sqrt(var + norm.eps)).reshape(b, c, t)
+    if norm.affine:
+        out = out * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
+    return out.to(x.dtype)
+
+
+class SSLEncoder(Encoder):
+    """Hidden layers of a transformers speech SSL model, truncated to the highest requested layer.
+
+    Build with `SSLEncoder.from_pretrained("microsoft/wavlm-large", layers=[7])` (hub id or local
+    directory) or wrap a model you already have with `SSLEncoder(model, layers=[7])`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[int],
+        *,
+        normalize: bool = False,
+        source: str | None = None,
+        revision: str | None = None,
+        sample_rate: int = 16000,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+    ):
+        config = model.config
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"model type {config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}")
+        self.layers = sorted(set(int(n) for n in layers))
+        if not self.layers:
+            raise ValueError("name at least one layer")
+        self.total_layers = config.num_hidden_layers
+        if self.layers[0] < 0 or self.layers[-1] > self.total_layers:
+            raise ValueError(
+                f"layers {self.layers} out of range: {source or config.model_type} has layers "
+                f"0..{self.total_layers} (0 = input of the first transformer block)"
+            )
+        self.source, self.revision, self.normalize = source, revision, bool(normalize)
+        self.sample_rate = int(sample_rate)
+        self.kernels, self.strides = list(config.conv_kernel), list(config.conv_stride)
+        self.frame_rate = self.sample_rate / float(np.prod(self.strides))
+        self.min_samples = min_input_length(self.kernels, self.strides)
+        self.chunk_samples = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
+        self.streams = tuple(f"L{n}" for n in self.layers)
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.model = _truncate(model, self.layers[-1]).eval().to(self.device, self.dtype)
+        self._captured: list[torch.Tensor] | None = None
+        self._frame_mask: torch.Tensor | None = None
+        self._install_hooks()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        layers: Sequence[int],
+        *,
+        revision: str | None = None,
+        normalize: bool | None = None,
+        **kwargs,
+    ) -> SSLEncoder:
+        """Load a hub id or local directory. `normalize=None` follows the checkpoint's
+        feature-extractor config (`do_normalize`)."""
+        from transformers import AutoModel
+
+        from ..hub import model_load_error
+
+        try:
+            model = AutoModel.from_pretrained(name_or_path, revision=revision)
+        except OSError as err:
+            raise model_load_error(name_or_path, err) from None
+        extractor = _feature_extractor_config(name_or_path, revision)
+        if normalize is None:
+            normalize = extractor.get("do_normalize", True)
+        sample_rate = extractor.get("sampling_rate", 16000)
+        return cls(model, layers, normalize=normalize, source=str(name_or_path), revision=revision,
+                   sample_rate=sample_rate, **kwargs)
+
+    def config(self) -> dict:
+        return {
+            "type": "ssl",
+            "model": self.source,
+            "revision": self.revision,
+            "normalize": self.normalize,
+            "sample_rate": self.sample_rate,
+            "chunk_seconds": None if self.chunk_samples is None else self.chunk_samples / self.sample_rate,
+        }
+
+    def prepare(self, wave: np.ndarray) -> np.ndarray:
+        return normalize_waveform(wave) if self.normalize else wave
+
+    @torch.inference_mode()
+    def forward_batch(self, waves: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        lengths = torch.tensor([len(w) for w in waves], device=self.device)
+        batch = torch.zeros(len(waves), int(lengths.max()), dtype=self.dtype, device=self.device)
+        for i, w in enumerate(waves):
+            batch[i, : len(w)] = torch.from_numpy(w).to(self.device, self.dtype)
+        padded = bool((lengths != lengths.max()).any())
+
+        conv = self._conv_features(batch, lengths if padded else None)
+        frames = conv_output_length(lengths, self.kernels, self.strides)
+        hidden = self.model.feature_projection(conv.transpose(1, 2))
+        if isinstance(hidden, tuple):  # wav2vec2 / WavLM / data2vec also return the normed input
+            hidden = hidden[0]
+        mask = None
+        if padded:
+            mask = torch.arange(hidden.shape[1], device=self.device)[None, :] < frames[:, None]
+
+        self._captured, self._frame_mask = [], mask
+        try:
+            out = self.model.encoder(hidden, attention_mask=mask)
+            states = self._captured[: self.layers[-1]] + [out[0]]  # layer 0..n-1 from hooks, n = output
+        finally:
+            self._captured, self._frame_mask = None, None
+        return [
+            {f"L{n}": states[n][b, : int(frames[b])] for n in self.layers}
+            for b in range(len(waves))
+        ]
+
+    def _conv_features(self, batch: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        hidden = batch[:, None]
+        for i, layer in enumerate(self.model.feature_extractor.conv_layers):
+            norm = getattr(layer, "layer_norm", None)
+            if lengths is not None and isinstance(norm, nn.GroupNorm):
+                hidden = layer.conv(hidden)
+                valid = conv_output_length(lengths, self.kernels[: i + 1], self.strides[: i + 1])
+                hidden = layer.activation(masked_group_norm(hidden, norm, valid))
+            else:
+                hidden = layer(hidden)
+        return hidden
+
+    def _install_hooks(self):
+        # The input of every kept block is a layer: hidden_states[i] enters block i.
+        def capture(module, args, kwargs):
+            if self._captured is not None:
+                self._captured.append(args[0] if args else kwargs["hidden_states"])
+
+        for block in self.model.encoder.layers:
+            block.register_forward_pre_hook(capture, with_kwargs=True)
+
+        # data2vec-audio's positional embedding is a stack of convs: the conv bias makes padded
+        # frames non-zero after the first, and the next would carry them into real frames.
+        def zero_padding(module, args, output):
+            if self._frame_mask is not None:
+                return output * self._frame_mask[:, None, :].to(output.dtype)  # output is [B, C, T]
+
+        for conv in getattr(self.model.encoder.pos_conv_embed, "layers", []):
+            conv.register_forward_hook(zero_padding)
+
+
+def _truncate(model: nn.Module, last_layer: int) -> nn.Module:
+    """Keep blocks 1..last_layer. The final LayerNorm of stable-layer-norm encoders belongs to the
+    last block's output only, so it is kept only when that block is."""
+    encoder = model.encoder
+    total = len(encoder.layers)
+    encoder.layers = encoder.layers[:last_layer]
+    if getattr(model.config, "do_stable_layer_norm", False) and last_layer < total:
+        encoder.layer_norm = nn.Identity()
+    return model
+
+
+def _feature_extractor_config(name_or_path: str, revision: str | None) -> dict:
+    from transformers import AutoFeatureExtractor
+
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError):
+        log.warning("%s has no feature-extractor config; assuming 16 kHz and do_normalize=True "
+                    "(the transformers default)", name_or_path)
+        return {}
+    return extractor.to_dict()

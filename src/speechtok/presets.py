@@ -1,0 +1,95 @@
+"""Published semantic tokenizers by name: which encoder, which layers, which k-means files.
+
+The k-means files are the ones the reference tools publish and users already have:
+- fairseq HuBERT: hubert_base_ls960_L9_km500.bin (layer 9, K=500), labels of HuBERT iteration 2;
+- textlesslib / GSLM: HuBERT-base layer 6 with K = 50, 100, 200;
+- SpeechBrain: kmeans/LibriSpeech_{encoder}_k1000_L{n}.pt in the hifigan-*-k1000-LibriTTS repos,
+  for layers 1, 3, 7, 12, 18, 23 of the large WavLM / HuBERT / wav2vec2 models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .hub import hub_file, url_file
+
+SPEECHBRAIN_LAYERS = (1, 3, 7, 12, 18, 23)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    encoder: str  # hub id of the SSL model
+    layers: tuple[int, ...]  # layers with published k-means
+    k: int
+    fetch: Callable[[int], Path]  # layer -> local path of its k-means file
+    normalize: bool | None = None  # None: follow the model's feature-extractor config
+    default_layers: tuple[int, ...] | None = None  # what load() uses when no layers are named
+
+    def kmeans_file(self, layer: int) -> Path:
+        if layer not in self.layers:
+            raise ValueError(f"preset {self.name} has k-means for layers {list(self.layers)}, not {layer}")
+        return self.fetch(layer)
+
+
+def _fairseq(url: str) -> Callable[[int], Path]:
+    return lambda layer: url_file(url, "fairseq/" + url.split("dl.fbaipublicfiles.com/", 1)[1])
+
+
+def _speechbrain(repo: str, encoder_name: str) -> Callable[[int], Path]:
+    return lambda layer: hub_file(repo, f"kmeans/LibriSpeech_{encoder_name}_k1000_L{layer}.pt")
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "hubert-base-ls960-L9-km500",
+            "fairseq HuBERT-base layer 9, K=500 (the labels HuBERT large/xlarge were trained on)",
+            "facebook/hubert-base-ls960", (9,), 500,
+            _fairseq("https://dl.fbaipublicfiles.com/hubert/hubert_base_ls960_L9_km500.bin"),
+            normalize=False,  # fairseq's base task config: normalize=false
+        ),
+        *[
+            Preset(
+                f"gslm-hubert-base-L6-km{k}",
+                f"textlesslib / GSLM HuBERT-base layer 6, K={k}",
+                "facebook/hubert-base-ls960", (6,), k,
+                _fairseq(f"https://dl.fbaipublicfiles.com/textless_nlp/gslm/hubert/km{k}/km.bin"),
+                normalize=False,
+            )
+            for k in (50, 100, 200)
+        ],
+        *[
+            Preset(
+                f"speechbrain-{name}-k1000",
+                f"SpeechBrain DiscreteSSL {model} k-means, K=1000, layers {list(SPEECHBRAIN_LAYERS)}",
+                model, SPEECHBRAIN_LAYERS, 1000,
+                _speechbrain(f"speechbrain/hifigan-{name}-k1000-LibriTTS", name),
+            )
+            for name, model in [
+                ("wavlm", "microsoft/wavlm-large"),
+                ("hubert", "facebook/hubert-large-ll60k"),
+                ("wav2vec2", "facebook/wav2vec2-large"),
+            ]
+        ],
+    ]
+}
+
+
+def get(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"no preset named {name!r}; presets: {', '.join(PRESETS)}") from None
+
+
+def layers_for(preset: Preset, layers: Sequence[int] | None) -> tuple[int, ...]:
+    chosen = tuple(layers) if layers else (preset.default_layers or preset.layers)
+    for layer in chosen:
+        if layer not in preset.layers:
+            raise ValueError(f"preset {preset.name} has k-means for layers {list(preset.layers)}, not {layer}")
+    return chosen

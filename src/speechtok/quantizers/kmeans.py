@@ -1,0 +1,190 @@
+"""K-means over frames: fit with faiss, assign with a chunked matmul on the encoder's device.
+
+Stored as safetensors (the [K, D] float32 centroids) + JSON (how they were made). The files other
+tools wrote are imported: scikit-learn pickles (fairseq, textlesslib, SpeechBrain) through the
+restricted unpickler in `safe_pickle`, and plain centroid `.npy` arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from . import safe_pickle
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ITERS = 25
+# sklearn's MiniBatchKMeans seeds k-means++ from init_size = 3 * batch_size (fairseq: 3 * 10000) frames.
+DEFAULT_INIT_FRAMES = 30_000
+# Distances held at once while assigning: rows x K floats, 64 MiB.
+ASSIGN_BUDGET = 16 * 2**20
+
+
+def _as_tensor(features) -> torch.Tensor:
+    t = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.asarray(features))
+    if t.ndim != 2:
+        raise ValueError(f"features must be [frames, dim], got shape {tuple(t.shape)}")
+    return t
+
+
+def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ seeding (2 + log k candidates per step, the one lowering the potential most
+    is kept), as scikit-learn does it; returns [k, D] rows of `x`."""
+    n = len(x)
+    x_sq = (x * x).sum(1)
+
+    def sq_dist(rows: torch.Tensor) -> torch.Tensor:  # [n, len(rows)]
+        return (x_sq[:, None] - 2 * x @ x[rows].T + x_sq[rows][None, :]).clamp_min_(0)
+
+    trials = 2 + int(math.log(k))
+    chosen = [int(torch.randint(n, (1,), generator=generator))]
+    closest = sq_dist(torch.tensor(chosen))[:, 0]
+    for _ in range(1, k):
+        cumulative = torch.cumsum(closest.double(), 0)
+        targets = torch.rand(trials, generator=generator, dtype=torch.float64) * cumulative[-1]
+        candidates = torch.searchsorted(cumulative, targets).clamp_(max=n - 1)
+        candidate_closest = torch.minimum(closest[:, None], sq_dist(candidates))
+        best = int(candidate_closest.double().sum(0).argmin())
+        chosen.append(int(candidates[best]))
+        closest = candidate_closest[:, best]
+    return x[torch.tensor(chosen)].clone()
+
+
+class KMeans:
+    """K centroids in D dimensions; `assign` maps [T, D] features to [T] ids (nearest centroid)."""
+
+    def __init__(self, centroids, info: dict | None = None):
+        self.centroids = _as_tensor(centroids).to(torch.float32).contiguous()
+        self.info = dict(info or {})
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def k(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    def __repr__(self) -> str:
+        return f"KMeans(k={self.k}, dim={self.dim})"
+
+    @classmethod
+    def fit(
+        cls,
+        features,
+        k: int,
+        *,
+        iters: int = DEFAULT_ITERS,
+        init: str = "k-means++",
+        seed: int = 0,
+        max_frames: int | None = None,
+        init_frames: int = DEFAULT_INIT_FRAMES,
+        verbose: bool = False,
+    ) -> KMeans:
+        """Lloyd's k-means with faiss on all given frames (or a seeded sample of `max_frames`).
+
+        Unlike faiss's default, frames are never subsampled silently: the number used is the number
+        given (or `max_frames`), and it is recorded in `info`. `init` is "k-means++" (seeded from
+        `init_frames` frames, like scikit-learn's MiniBatchKMeans) or "random" (faiss's own).
+        """
+        import faiss
+
+        x = _as_tensor(features).to("cpu", torch.float32)
+        n, dim = x.shape
+        if n < k:
+            raise ValueError(f"{n} frames cannot make {k} clusters; give at least k frames")
+        generator = torch.Generator().manual_seed(seed)
+        if max_frames is not None and n > max_frames:
+            x = x[torch.randperm(n, generator=generator)[:max_frames]]
+            log.info("k-means: sampled %d of %d frames", max_frames, n)
+            n = max_frames
+        x_np = np.ascontiguousarray(x.numpy())
+
+        if init == "k-means++":
+            sample = x if n <= init_frames else x[torch.randperm(n, generator=generator)[:init_frames]]
+            start = kmeans_plusplus(sample, k, generator).numpy()
+        elif init == "random":
+            start = None
+        else:
+            raise ValueError(f"unknown init {init!r}: use 'k-means++' or 'random'")
+
+        model = faiss.Kmeans(
+            dim, k, niter=iters, seed=seed, verbose=verbose,
+            max_points_per_centroid=n // k + 1,  # use every frame given: no silent subsampling
+            min_points_per_centroid=1,
+        )
+        model.train(x_np, init_centroids=start)
+        fitted = cls(model.centroids.reshape(k, dim))
+        fitted.info = {
+            "k": k, "dim": dim, "frames": n, "iters": iters, "init": init, "seed": seed,
+            "inertia": fitted.inertia(x), "fitted_with": f"faiss {faiss.__version__}",
+        }
+        return fitted
+
+    def _device_centroids(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._on_device:
+            c = self.centroids.to(device)
+            self._on_device[device] = (c, (c * c).sum(1))
+        return self._on_device[device]
+
+    def _nearest(self, features) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _as_tensor(features)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"features have {x.shape[1]} dims, the k-means centroids {self.dim}")
+        c, c_sq = self._device_centroids(x.device)
+        rows = max(1, ASSIGN_BUDGET // self.k)
+        ids, dists = [], []
+        for start in range(0, len(x), rows):
+            chunk = x[start : start + rows].to(torch.float32)
+            # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin (fairseq's ApplyKmeans form)
+            d = torch.addmm(c_sq[None, :], chunk, c.T, alpha=-2.0)
+            best, idx = d.min(dim=1)
+            ids.append(idx)
+            dists.append((best + (chunk * chunk).sum(1)).clamp_min_(0))
+        if not ids:
+            return torch.zeros(0, dtype=torch.long, device=x.device), torch.zeros(0, device=x.device)
+        return torch.cat(ids), torch.cat(dists)
+
+    def assign(self, features) -> torch.Tensor:
+        """[T] int64 id of the nearest centroid of each row, on the features' device, in fp32."""
+        return self._nearest(features)[0]
+
+    def inertia(self, features) -> float:
+        """Sum over rows of the squared distance to the nearest centroid."""
+        return float(self._nearest(features)[1].double().sum())
+
+    def save(self, path: str | Path) -> Path:
+        """Write `<path>.safetensors` and `<path>.json`; returns the safetensors path."""
+        path = Path(path).with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"centroids": self.centroids.numpy()}, str(path))
+        info = {"k": self.k, "dim": self.dim, **self.info}
+        path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> KMeans:
+        """Our safetensors, a centroid `.npy` [K, D], or a scikit-learn KMeans pickle
+        (joblib / pickle; read with an allow-list, so a pickle that would run code is refused)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such k-means file")
+        if path.suffix == ".safetensors":
+            meta = path.with_suffix(".json")
+            info = json.loads(meta.read_text()) if meta.exists() else {}
+            return cls(load_file(str(path))["centroids"], info)
+        if path.suffix == ".npy":
+            centroids = np.load(path, allow_pickle=False)
+            if centroids.ndim != 2:
+                raise ValueError(f"{path}: expected [K, D] centroids, got shape {centroids.shape}")
+            return cls(centroids, {"imported_from": str(path)})
+        centroids, info = safe_pickle.kmeans_centroids(path)
+        return cls(centroids, info)

@@ -1,0 +1,162 @@
+"""Tokenizer: an encoder plus one k-means per stream; saved as JSON + safetensors.
+
+    tok = speechtok.load("hubert-base-ls960-L9-km500")      # a preset, or a directory
+    units = tok.encode("speech.wav")                        # -> Units
+    tok.save_pretrained("my_tokenizer")
+
+A tokenizer directory holds `tokenizer.json` (the encoder reference: hub id or path, and its
+options; one entry per stream) and `kmeans_<stream>.safetensors` + `.json` per stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__, presets
+from .audio import AudioSource
+from .encoders import Encoder, SSLEncoder, from_config
+from .encoders.base import DEFAULT_BATCH_SECONDS
+from .quantizers import KMeans
+from .units import Units, layer_of
+
+CONFIG_NAME = "tokenizer.json"
+
+
+class Tokenizer:
+    """Audio -> Units through `encoder` and one quantizer per stream (`{"L9": KMeans, ...}`)."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        quantizers: Mapping[str, KMeans],
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
+    ):
+        missing = [s for s in quantizers if s not in encoder.streams]
+        if missing:
+            raise ValueError(f"streams {missing} are not produced by the encoder (it gives {encoder.streams})")
+        if not quantizers:
+            raise ValueError("a tokenizer needs at least one quantizer")
+        self.encoder = encoder
+        self.quantizers = dict(quantizers)
+        self.batch_seconds = batch_seconds
+        self._codebooks = tuple(q.centroids.numpy() for q in self.quantizers.values())
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(self.quantizers)
+
+    @property
+    def vocab_sizes(self) -> tuple[int, ...]:
+        return tuple(q.k for q in self.quantizers.values())
+
+    @property
+    def sample_rate(self) -> int:
+        return self.encoder.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.encoder.frame_rate
+
+    def __repr__(self) -> str:
+        desc = ", ".join(f"{s}: K={q.k}" for s, q in self.quantizers.items())
+        return f"Tokenizer({self.encoder.config().get('model') or 'mfcc'}; {desc}; {self.frame_rate:g} Hz)"
+
+    def encode(self, source: AudioSource, sample_rate: int | None = None) -> Units:
+        """Units of one file path or array (`sample_rate` required for arrays)."""
+        return self.encode_batch([source], sample_rate)[0]
+
+    def encode_batch(
+        self,
+        sources: Sequence[AudioSource],
+        sample_rate: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Units]:
+        """Units of each input, encoded in length-bucketed batches. Each result equals what
+        `encode` gives for that input alone. Raises AudioError naming the first bad input."""
+        waves = [self.encoder.load(s, sample_rate) for s in sources]
+        per_wave = self.encoder.map_batches(waves, self._quantize, self.batch_seconds, progress)
+        empty = np.zeros((0, len(self.quantizers)), dtype=np.int64)
+        return [
+            Units(
+                codes=np.concatenate(chunks) if chunks else empty,
+                streams=self.streams,
+                frame_rate=self.frame_rate,
+                vocab_sizes=self.vocab_sizes,
+                num_samples=len(wave),
+                sample_rate=self.sample_rate,
+                codebooks=self._codebooks,
+            )
+            for wave, chunks in zip(waves, per_wave)
+        ]
+
+    def _quantize(self, features: dict[str, torch.Tensor]) -> np.ndarray:
+        ids = [q.assign(features[s]) for s, q in self.quantizers.items()]
+        return torch.stack(ids, dim=1).cpu().numpy()
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write `tokenizer.json` and the k-means files; the encoder is referenced, not copied."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        streams = []
+        for stream, quantizer in self.quantizers.items():
+            path = quantizer.save(directory / f"kmeans_{stream}")
+            streams.append({"name": stream, "k": quantizer.k, "file": path.name})
+        config = {
+            "speechtok_version": __version__,
+            "kind": "semantic",
+            "encoder": self.encoder.config(),
+            "streams": streams,
+            "batch_seconds": self.batch_seconds,
+        }
+        # Written last and atomically: a directory with a tokenizer.json is complete.
+        tmp = directory / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        os.replace(tmp, directory / CONFIG_NAME)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **options) -> Tokenizer:
+        """Load a directory written by `save_pretrained`. `options`: device, dtype, chunk_seconds."""
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        if not config_path.exists():
+            raise FileNotFoundError(f"{directory}: no {CONFIG_NAME}; not a speechtok tokenizer directory")
+        config = json.loads(config_path.read_text())
+        names = [s["name"] for s in config["streams"]]
+        layers = [layer_of(n) for n in names if n.startswith("L")]
+        encoder = from_config(config["encoder"], layers, base_dir=directory, **options)
+        quantizers = {s["name"]: KMeans.load(directory / s["file"]) for s in config["streams"]}
+        return cls(encoder, quantizers, batch_seconds=config.get("batch_seconds", DEFAULT_BATCH_SECONDS))
+
+    @classmethod
+    def from_preset(cls, name: str, layers: Sequence[int] | None = None, **options) -> Tokenizer:
+        """A published tokenizer by name (see `speechtok.presets.PRESETS`), fetched when online."""
+        preset = presets.get(name)
+        chosen = presets.layers_for(preset, layers)
+        quantizers = {f"L{n}": KMeans.load(preset.kmeans_file(n)) for n in chosen}
+        encoder = SSLEncoder.from_pretrained(preset.encoder, chosen, normalize=preset.normalize, **options)
+        return cls(encoder, quantizers)
+
+
+def load(name_or_path: str | os.PathLike, layers: Sequence[int] | None = None, **options) -> Tokenizer:
+    """A tokenizer from a directory written by `save_pretrained`, or a preset name.
+
+    `layers` picks layers of a multi-layer preset (default: all it has). `options`: device
+    ("cpu", "cuda"), dtype ("float32", "bfloat16", "float16"), chunk_seconds.
+    """
+    path = Path(name_or_path)
+    if (path / CONFIG_NAME).exists():
+        if layers:
+            raise ValueError("layers= applies to presets; a saved tokenizer has its streams fixed")
+        return Tokenizer.from_pretrained(path, **options)
+    if str(name_or_path) in presets.PRESETS:
+        return Tokenizer.from_preset(str(name_or_path), layers, **options)
+    if path.exists():
+        raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; not a speechtok tokenizer directory")
+    raise KeyError(f"{name_or_path!r} is neither a tokenizer directory nor a preset; presets: {', '.join(presets.PRESETS)}")

@@ -1,0 +1,145 @@
+"""Fixtures: tiny random SSL models saved like hub checkpoints, and generated speech.
+
+Nothing is downloaded: models are built from configs, saved with `save_pretrained` into a temp
+dir and loaded back through the same code path a user's hub model takes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+SR = 16000
+
+# name -> (model family, feature-extractor norm, stable layer norm, do_normalize)
+MODEL_VARIANTS = {
+    "wav2vec2-group": ("wav2vec2", "group", False, False),  # wav2vec2-base layout
+    "wav2vec2-layer-stable": ("wav2vec2", "layer", True, True),  # wav2vec2-large-lv60 layout
+    "wav2vec2-layer": ("wav2vec2", "layer", False, True),  # layer-norm conv, post-LN encoder
+    "hubert-group": ("hubert", "group", False, False),  # hubert-base layout
+    "hubert-layer-stable": ("hubert", "layer", True, True),  # hubert-large layout
+    "wavlm-group": ("wavlm", "group", False, False),  # wavlm-base layout
+    "wavlm-layer-stable": ("wavlm", "layer", True, True),  # wavlm-large layout
+    "data2vec-audio": ("data2vec-audio", "layer", False, True),
+}
+
+
+def tiny_config(family: str, norm: str, stable: bool, layers: int = 3):
+    from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WavLMConfig
+
+    common = dict(
+        hidden_size=64, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=128,
+        conv_dim=(32,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    )
+    if family == "data2vec-audio":
+        # data2vec's positional embedding is a stack of `num_conv_pos_embeddings` conv layers
+        return Data2VecAudioConfig(**{**common, "num_conv_pos_embeddings": 2, "conv_pos_kernel_size": 5})
+    cls = {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig, "wavlm": WavLMConfig}[family]
+    return cls(**common, feat_extract_norm=norm, do_stable_layer_norm=stable)
+
+
+def save_tiny_model(directory: Path, variant: str, layers: int = 3, seed: int = 0) -> Path:
+    from transformers import AutoModel, Wav2Vec2FeatureExtractor
+
+    family, norm, stable, do_normalize = MODEL_VARIANTS[variant]
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(tiny_config(family, norm, stable, layers)).eval()
+    # Random init leaves LayerNorm/GroupNorm affine at 1/0; perturb them so a skipped or
+    # misplaced norm changes the output.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(
+        sampling_rate=SR, do_normalize=do_normalize, return_attention_mask=norm == "layer"
+    ).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """Factory: path of a saved tiny model of `variant` (cached per session)."""
+    cache = {}
+
+    def make(variant: str, layers: int = 3) -> Path:
+        key = (variant, layers)
+        if key not in cache:
+            cache[key] = save_tiny_model(tmp_path_factory.mktemp(variant), variant, layers)
+        return cache[key]
+
+    return make
+
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Speech tokens are learned from audio.",
+    "Hello world.",
+    "A journey of a thousand miles begins with a single step, they say.",
+    "Seven silver swans swam silently seaward.",
+    "Numbers like one, two and three.",
+]
+
+
+def _espeak(text: str, path: Path, voice: str = "en", speed: int = 160) -> bool:
+    exe = shutil.which("espeak-ng") or shutil.which("espeak")
+    if exe is None:
+        return False
+    subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
+    return True
+
+
+def _synthetic_speech(seconds: float, seed: int) -> np.ndarray:
+    """Vowel-like signal: a glottal pulse train through moving formant resonances, with pauses."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    f0 = 110 + 30 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
+    phase = np.cumsum(f0) / SR
+    source = (np.diff(np.floor(phase), prepend=0) > 0).astype(float)
+    out = np.zeros(n)
+    for formant in (rng.uniform(300, 800), rng.uniform(900, 2200), rng.uniform(2400, 3200)):
+        out += np.convolve(source, np.exp(-t[:400] * 300) * np.sin(2 * np.pi * formant * t[:400]), "same")
+    envelope = (np.sin(2 * np.pi * rng.uniform(1, 3) * t) > -0.3).astype(float)
+    out = out * envelope + 0.003 * rng.standard_normal(n)
+    return (0.5 * out / np.abs(out).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def speech_files(tmp_path_factory) -> list[Path]:
+    """Real synthetic speech from espeak-ng (22.05 kHz wav), or generated vowel-like audio."""
+    directory = tmp_path_factory.mktemp("speech")
+    files = []
+    for i, text in enumerate(SENTENCES):
+        path = directory / f"utt{i}.wav"
+        if not _espeak(text, path, speed=140 + 10 * i):
+            sf.write(path, _synthetic_speech(1.0 + 0.4 * i, i), SR)
+        files.append(path)
+    return files
+
+
+@pytest.fixture(scope="session")
+def speech_waves(speech_files) -> list[np.ndarray]:
+    from speechtok.audio import load_audio
+
+    return [load_audio(p, SR) for p in speech_files]
+
+
+@pytest.fixture(scope="session")
+def varied_waves(speech_waves) -> list[np.ndarray]:
+    """20 utterances of different lengths (0.3 s to ~4 s), cut from the speech."""
+    rng = np.random.default_rng(0)
+    joined = np.concatenate(speech_waves)
+    out = []
+    for i in range(20):
+        length = int(rng.integers(int(0.3 * SR), int(4.0 * SR)))
+        start = int(rng.integers(0, len(joined) - length))
+        out.append(joined[start : start + length].copy())
+    return out
