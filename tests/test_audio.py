@@ -1,0 +1,69 @@
+"""Audio at the edge: formats, channels, rates, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechtok import AudioError, load_audio
+
+
+def tone(sr, seconds=1.0, channels=1):
+    t = np.arange(int(sr * seconds)) / sr
+    x = 0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")])
+def test_reads_formats_and_resamples(tmp_path, fmt, subtype):
+    path = tmp_path / f"a.{fmt.lower()}"
+    sf.write(path, tone(44100, channels=2), 44100, format=fmt, subtype=subtype)
+    wave = load_audio(path, 16000)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(len(wave) - 16000) < 1200  # mp3 adds encoder delay
+    # The 440 Hz tone survives downmix + resampling.
+    spectrum = np.abs(np.fft.rfft(wave[:16000] if len(wave) >= 16000 else wave, 16000))
+    assert abs(int(spectrum.argmax()) - 440) <= 2
+
+
+def test_arrays_int_and_channel_layouts():
+    x = tone(16000)
+    np.testing.assert_allclose(load_audio((x * 32767).astype(np.int16), 16000, 16000), x, atol=1e-4)
+    stereo = np.stack([x, np.zeros_like(x)])  # [channels, samples], torch layout
+    np.testing.assert_allclose(load_audio(stereo, 16000, 16000), x / 2, atol=1e-6)
+    np.testing.assert_allclose(load_audio(stereo.T, 16000, 16000), x / 2, atol=1e-6)
+    import torch
+
+    np.testing.assert_allclose(load_audio(torch.from_numpy(x), 16000, 16000), x)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_bytes(b"this is not audio at all" * 10), "unreadable or corrupt"),
+    (lambda p: sf.write(p, np.zeros(0, np.float32), 16000), "empty"),
+    (lambda p: sf.write(p, np.zeros(100, np.float32), 16000), "too short"),
+])
+def test_bad_files_name_the_file_and_reason(tmp_path, make, reason):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(AudioError, match=reason) as err:
+        load_audio(path, 16000, min_samples=400)
+    assert err.value.source == str(path)
+    assert str(path) in str(err.value)
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "cut.wav"
+    sf.write(path, tone(16000), 16000)
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(AudioError, match="cut.wav"):
+        load_audio(path, 16000, min_samples=400)
+
+
+def test_array_errors():
+    with pytest.raises(AudioError, match="NaN or Inf"):
+        load_audio(np.array([0.1, np.nan] * 300, np.float32), 16000, 16000)
+    with pytest.raises(AudioError, match="needs its sample_rate"):
+        load_audio(np.zeros(1000, np.float32), 16000)
+    with pytest.raises(AudioError, match="no such file"):
+        load_audio("/nonexistent/x.wav", 16000)

@@ -1,0 +1,96 @@
+"""MFCCEncoder against the Kaldi MFCC formulas written out in numpy (float64), and fairseq's deltas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from speechtok import MFCCEncoder
+
+SR = 16000
+
+
+def kaldi_mfcc(x: np.ndarray, sr: int = SR) -> np.ndarray:
+    """Kaldi `compute-mfcc-feats` / torchaudio `compliance.kaldi.mfcc` defaults as fairseq uses them:
+    25 ms povey windows every 10 ms (snip_edges), DC removed, pre-emphasis 0.97, 512-point FFT
+    power spectrum, 23 triangular mel bins over 20 Hz..Nyquist, log (floored at float eps),
+    orthonormal DCT-II keeping 13, sinusoidal lifter 22, no energy, no dither."""
+    x = x.astype(np.float64)
+    win, shift, nfft, bins, ceps = int(0.025 * sr), int(0.010 * sr), 512, 23, 13
+    count = 1 + (len(x) - win) // shift
+    frames = np.stack([x[t * shift : t * shift + win] for t in range(count)])
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)  # x[-1] := x[0]
+    frames = frames - 0.97 * previous
+    n = np.arange(win)
+    frames = frames * (0.5 - 0.5 * np.cos(2 * np.pi * n / (win - 1))) ** 0.85
+    power = np.abs(np.fft.rfft(frames, nfft)) ** 2
+
+    def mel(f):
+        return 1127.0 * np.log(1.0 + f / 700.0)
+
+    low, high = mel(20.0), mel(sr / 2)
+    step = (high - low) / (bins + 1)
+    fft_mel = mel(np.arange(nfft // 2) * sr / nfft)
+    banks = np.zeros((bins, nfft // 2 + 1))
+    for b in range(bins):
+        left, center, right = low + b * step, low + (b + 1) * step, low + (b + 2) * step
+        up = (fft_mel - left) / (center - left)
+        down = (right - fft_mel) / (right - center)
+        inside = (fft_mel > left) & (fft_mel < right)
+        banks[b, : nfft // 2] = np.where(inside, np.where(fft_mel <= center, up, down), 0.0)
+    log_mel = np.log(np.maximum(power @ banks.T, np.finfo(np.float32).eps))
+
+    k, j = np.arange(ceps)[:, None], np.arange(bins)[None, :]
+    dct = np.sqrt(2.0 / bins) * np.cos(np.pi / bins * (j + 0.5) * k)
+    dct[0] = np.sqrt(1.0 / bins)
+    lifter = 1.0 + 0.5 * 22 * np.sin(np.pi * np.arange(ceps) / 22)
+    return (log_mel @ dct.T) * lifter
+
+
+def deltas_by_definition(c: np.ndarray) -> np.ndarray:
+    """d_t = sum_{n=1,2} n (c_{t+n} - c_{t-n}) / 10, frame indices clamped to the edges."""
+    t_max = len(c) - 1
+    out = np.zeros_like(c)
+    for t in range(len(c)):
+        for n in (1, 2):
+            out[t] += n * (c[min(t + n, t_max)] - c[max(t - n, 0)])
+    return out / 10.0
+
+
+def test_mfcc_matches_kaldi_definition(speech_waves):
+    wave = speech_waves[0]
+    expected = kaldi_mfcc(wave)
+    got = MFCCEncoder().mfcc(wave)
+    assert got.shape == (1 + (len(wave) - 400) // 160, 13)
+    # float32 against float64: log-mel of near-silent frames is where rounding shows most.
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=5e-3)
+    assert np.abs(got - expected).mean() < 2e-4
+
+
+def test_features_are_mfcc_deltas_and_delta_deltas(speech_waves):
+    wave = speech_waves[2]
+    features = MFCCEncoder().encode(wave, sample_rate=SR)["mfcc"].numpy()
+    c = kaldi_mfcc(wave)
+    d = deltas_by_definition(c)
+    dd = deltas_by_definition(d)
+    assert features.shape == (1 + (len(wave) - 400) // 160, 39)
+    np.testing.assert_allclose(features, np.concatenate([c, d, dd], axis=1), rtol=1e-4, atol=5e-3)
+
+
+@pytest.mark.parametrize("n", [400, 401, 559, 560, 16000, 48123])
+def test_frame_count(n):
+    wave = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1
+    encoder = MFCCEncoder()
+    assert encoder.frame_rate == 100.0
+    assert encoder.encode(wave, sample_rate=SR)["mfcc"].shape == (1 + (n - 400) // 160, 39)
+
+
+def test_resampled_input(speech_files):
+    """Files at other rates are resampled to 16 kHz first (espeak writes 22.05 kHz)."""
+    import soundfile as sf
+
+    info = sf.info(str(speech_files[0]))
+    features = MFCCEncoder().encode(speech_files[0])["mfcc"]
+    n16 = round(info.frames * SR / info.samplerate)
+    assert abs(features.shape[0] - (1 + (n16 - 400) // 160)) <= 1
