@@ -6,13 +6,10 @@ dir and loaded back through the same code path a user's hub model takes.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 SR = 16000
@@ -78,51 +75,12 @@ def model_dir(tmp_path_factory):
     return make
 
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Speech tokens are learned from audio.",
-    "Hello world.",
-    "A journey of a thousand miles begins with a single step, they say.",
-    "Seven silver swans swam silently seaward.",
-    "Numbers like one, two and three.",
-]
-
-
-def _espeak(text: str, path: Path, voice: str = "en", speed: int = 160) -> bool:
-    exe = shutil.which("espeak-ng") or shutil.which("espeak")
-    if exe is None:
-        return False
-    subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
-    return True
-
-
-def _synthetic_speech(seconds: float, seed: int) -> np.ndarray:
-    """Vowel-like signal: a glottal pulse train through moving formant resonances, with pauses."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    t = np.arange(n) / SR
-    f0 = 110 + 30 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-    phase = np.cumsum(f0) / SR
-    source = (np.diff(np.floor(phase), prepend=0) > 0).astype(float)
-    out = np.zeros(n)
-    for formant in (rng.uniform(300, 800), rng.uniform(900, 2200), rng.uniform(2400, 3200)):
-        out += np.convolve(source, np.exp(-t[:400] * 300) * np.sin(2 * np.pi * formant * t[:400]), "same")
-    envelope = (np.sin(2 * np.pi * rng.uniform(1, 3) * t) > -0.3).astype(float)
-    out = out * envelope + 0.003 * rng.standard_normal(n)
-    return (0.5 * out / np.abs(out).max()).astype(np.float32)
-
-
 @pytest.fixture(scope="session")
 def speech_files(tmp_path_factory) -> list[Path]:
     """Real synthetic speech from espeak-ng (22.05 kHz wav), or generated vowel-like audio."""
-    directory = tmp_path_factory.mktemp("speech")
-    files = []
-    for i, text in enumerate(SENTENCES):
-        path = directory / f"utt{i}.wav"
-        if not _espeak(text, path, speed=140 + 10 * i):
-            sf.write(path, _synthetic_speech(1.0 + 0.4 * i, i), SR)
-        files.append(path)
-    return files
+    from speechtok.example_audio import write_example_audio
+
+    return write_example_audio(tmp_path_factory.mktemp("speech"), count=6)
 
 
 @pytest.fixture(scope="session")

@@ -171,3 +171,18 @@ def test_offline_missing_files_fail_at_once_with_instructions(tmp_path, monkeypa
 def test_preset_layer_validation():
     with pytest.raises(ValueError, match="layers"):
         speechtok.load("speechbrain-wavlm-k1000", layers=[5])
+
+
+def test_url_download_is_atomic(tmp_path, monkeypatch):
+    """A URL file lands in SPEECHTOK_CACHE under its final name only when complete."""
+    from speechtok.hub import url_file
+
+    source = tmp_path / "published.bin"
+    source.write_bytes(b"x" * 1000)
+    monkeypatch.setenv("SPEECHTOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    got = url_file(source.as_uri(), "fairseq/a/published.bin")
+    assert got == tmp_path / "cache" / "fairseq" / "a" / "published.bin" and got.read_bytes() == b"x" * 1000
+    with pytest.raises(MissingFileError, match="Download failed"):
+        url_file((tmp_path / "missing.bin").as_uri(), "fairseq/a/missing.bin")
+    assert sorted(p.name for p in got.parent.iterdir()) == ["published.bin"]  # no partial file left

@@ -27,12 +27,6 @@ class Preset:
     k: int
     fetch: Callable[[int], Path]  # layer -> local path of its k-means file
     normalize: bool | None = None  # None: follow the model's feature-extractor config
-    default_layers: tuple[int, ...] | None = None  # what load() uses when no layers are named
-
-    def kmeans_file(self, layer: int) -> Path:
-        if layer not in self.layers:
-            raise ValueError(f"preset {self.name} has k-means for layers {list(self.layers)}, not {layer}")
-        return self.fetch(layer)
 
 
 def _fairseq(url: str) -> Callable[[int], Path]:
@@ -88,7 +82,8 @@ def get(name: str) -> Preset:
 
 
 def layers_for(preset: Preset, layers: Sequence[int] | None) -> tuple[int, ...]:
-    chosen = tuple(layers) if layers else (preset.default_layers or preset.layers)
+    """The layers named (default: every layer the preset has k-means for), checked."""
+    chosen = tuple(layers) if layers else preset.layers
     for layer in chosen:
         if layer not in preset.layers:
             raise ValueError(f"preset {preset.name} has k-means for layers {list(preset.layers)}, not {layer}")

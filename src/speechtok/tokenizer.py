@@ -79,7 +79,12 @@ class Tokenizer:
     ) -> list[Units]:
         """Units of each input, encoded in length-bucketed batches. Each result equals what
         `encode` gives for that input alone. Raises AudioError naming the first bad input."""
-        waves = [self.encoder.load(s, sample_rate) for s in sources]
+        return self.encode_waves([self.encoder.load(s, sample_rate) for s in sources], progress)
+
+    def encode_waves(self, waves: Sequence[np.ndarray], progress: Callable[[int], None] | None = None) -> list[Units]:
+        """Units of waves already read with `tokenizer.encoder.load` (reading and encoding can
+        then happen in different places, e.g. CPU workers and a GPU). `progress(samples)` is
+        called after each batch."""
         per_wave = self.encoder.map_batches(waves, self._quantize, self.batch_seconds, progress)
         empty = np.zeros((0, len(self.quantizers)), dtype=np.int64)
         return [
@@ -139,7 +144,7 @@ class Tokenizer:
         """A published tokenizer by name (see `speechtok.presets.PRESETS`), fetched when online."""
         preset = presets.get(name)
         chosen = presets.layers_for(preset, layers)
-        quantizers = {f"L{n}": KMeans.load(preset.kmeans_file(n)) for n in chosen}
+        quantizers = {f"L{n}": KMeans.load(preset.fetch(n)) for n in chosen}
         encoder = SSLEncoder.from_pretrained(preset.encoder, chosen, normalize=preset.normalize, **options)
         return cls(encoder, quantizers)
 

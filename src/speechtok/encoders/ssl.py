@@ -199,6 +199,9 @@ class SSLEncoder(Encoder):
     def _conv_features(self, batch: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         hidden = batch[:, None]
         for i, layer in enumerate(self.model.feature_extractor.conv_layers):
+            # Layer-norm conv layers return a transposed (channels-last) view; conv1d on that
+            # layout runs ~2.5x slower on CPU than on a contiguous copy.
+            hidden = hidden.contiguous()
             norm = getattr(layer, "layer_norm", None)
             if lengths is not None and isinstance(norm, nn.GroupNorm):
                 hidden = layer.conv(hidden)
