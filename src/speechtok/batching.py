@@ -31,7 +31,7 @@ def split_chunks(waves: Sequence[np.ndarray], chunk_samples: int | None, min_sam
         step = chunk_samples or max(len(wave), 1)
         for i, start in enumerate(range(0, len(wave), step)):
             piece = wave[start : start + step]
-            if len(piece) >= min_samples or (i == 0 and len(piece) > 0):
+            if len(piece) >= min_samples:
                 chunks.append(Chunk(u, i, piece))
     return chunks
 
