@@ -26,7 +26,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
+def median_time(fn, repeats: int) -> tuple[float, object]:
     """Median wall time of `repeats` runs (after one warm-up run) and the last result."""
     result = fn()
     times = []

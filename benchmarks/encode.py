@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from sklearn.cluster import MiniBatchKMeans
 from transformers import AutoModel, Wav2Vec2FeatureExtractor, WavLMConfig
 
-from common import best_of, machine, speech
+from common import median_time, machine, speech
 
 import speechtok
 
@@ -66,13 +66,13 @@ def main():
         hidden = full_hidden()
         return km.predict(hidden.flatten(end_dim=-2).cpu().numpy()).reshape(len(waves), -1)
 
-    ref_time, ref_tokens = best_of(reference, args.repeats)
+    ref_time, ref_tokens = median_time(reference, args.repeats)
     del full
 
     # --- speechtok: blocks 1..layer only, torch assignment ----------------------------------------
     encoder = speechtok.SSLEncoder.from_pretrained(str(tmp / "model"), layers=[layer])
     tok = speechtok.Tokenizer(encoder, {f"L{layer}": speechtok.KMeans.load(tmp / f"LibriSpeech_wavlm_k1000_L{layer}.pt")})
-    ours_time, units = best_of(lambda: tok.encode_batch(waves, sample_rate=16000), args.repeats)
+    ours_time, units = median_time(lambda: tok.encode_batch(waves, sample_rate=16000), args.repeats)
     ours_tokens = np.stack([u.stream(f"L{layer}") for u in units])
 
     agree = float((ours_tokens == ref_tokens).mean())
