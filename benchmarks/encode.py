@@ -34,14 +34,18 @@ def main():
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="6 blocks of 256 dims instead of WavLM-large")
+    parser.add_argument("--quick", action="store_true", help="12 blocks of 256 dims instead of WavLM-large")
     args = parser.parse_args()
 
     big = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
-    small = dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, intermediate_size=1024)
+    small = dict(hidden_size=256, num_hidden_layers=12, num_attention_heads=4, intermediate_size=1024)
     config = WavLMConfig(**(small if args.quick else big), feat_extract_norm="layer", do_stable_layer_norm=True,
                          conv_bias=True)
-    layer = min(args.layer, config.num_hidden_layers)
+    if not 0 <= args.layer < config.num_hidden_layers:
+        # layer L of stable-layer-norm models is normalised by speechtok (transformers 4.x meaning)
+        # but not in transformers 5.x hidden_states[L]: compare a layer both define alike.
+        parser.error(f"--layer must be below the model's {config.num_hidden_layers} blocks")
+    layer = args.layer
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp())
     AutoModel.from_config(config).save_pretrained(tmp / "model")
