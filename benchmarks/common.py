@@ -37,6 +37,19 @@ def median_time(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def interleaved_median_times(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Median wall time of each function over `repeats` rounds that run them in turn (after one
+    warm-up round), so that a slow spell of a shared machine hits all alike; and last results."""
+    results = {name: fn() for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}, results
+
+
 def speech(seconds: float, count: int, sr: int = 16000) -> list[np.ndarray]:
     """`count` clips of exactly `seconds` of example speech (espeak-ng when installed)."""
     import speechtok

@@ -1,4 +1,4 @@
-"""K-means fitting: speechtok (faiss) vs scikit-learn MiniBatchKMeans with fairseq's parameters.
+"""K-means fitting: speechtok (torch Lloyd) vs scikit-learn MiniBatchKMeans with fairseq's parameters.
 
 fairseq's `simple_kmeans/learn_kmeans.py` fits MiniBatchKMeans(init="k-means++", max_iter=100,
 batch_size=10000, tol=0.0, max_no_improvement=100, n_init=20, reassignment_ratio=0.0,
@@ -62,7 +62,7 @@ def main():
     print(f"machine: {machine()}")
     print(f"data: {args.frames} x {args.dim}, K={args.k}")
     print(f"sklearn MiniBatchKMeans (fairseq learn_kmeans.py parameters): {sk_time:.1f} s, inertia {sk_inertia:.6g}")
-    print(f"speechtok KMeans.fit (faiss, k-means++, {args.iters} iterations): {ours_time:.1f} s, inertia {our_inertia:.6g}")
+    print(f"speechtok KMeans.fit (torch Lloyd, k-means++, up to {args.iters} iterations, tol {speechtok.quantizers.kmeans.DEFAULT_TOL:g}): {ours_time:.1f} s, inertia {our_inertia:.6g}")
     print(f"speed ratio: {sk_time / ours_time:.1f}x; inertia vs sklearn: {(our_inertia / sk_inertia - 1) * 100:+.2f}%")
 
 

@@ -50,11 +50,39 @@ def test_fit_uses_every_frame_given(monkeypatch):
 
     monkeypatch.setattr(faiss, "Kmeans", spy)
     x, _ = blobs(n=6000, k=10)
-    model = KMeans.fit(x, 10)
+    model = KMeans.fit(x, 10, backend="faiss")
     assert seen["max_points_per_centroid"] * 10 >= 6000
+    assert model.info["frames"] == 6000 and model.info["fitted_with"].startswith("faiss")
+    model = KMeans.fit(x, 10)
     assert model.info["frames"] == 6000
     sampled = KMeans.fit(x, 10, max_frames=2500)
     assert sampled.info["frames"] == 2500
+
+
+def test_lloyd_iterations_match_sklearn_from_the_same_start():
+    """Our Lloyd steps against scikit-learn's full-batch Lloyd started from the same centroids."""
+    x, _ = blobs(n=5000, d=12, k=40, seed=5)
+    start = x[np.random.default_rng(1).choice(len(x), 25, replace=False)]
+    for iters in (1, 3, 10):
+        ours = kmeans_module.lloyd(torch.from_numpy(x), torch.from_numpy(start), iters)
+        sk = SklearnKMeans(25, init=start, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd").fit(x)
+        torch.testing.assert_close(ours, torch.from_numpy(sk.cluster_centers_), atol=1e-4, rtol=1e-4)
+
+
+def test_lloyd_moves_an_emptied_cluster_to_the_farthest_frame():
+    x = torch.tensor([[0.0], [0.1], [10.0]])
+    start = torch.tensor([[0.05], [100.0], [9.0]])  # the centroid at 100 attracts no frame
+    c = kmeans_module.lloyd(x, start, 1)
+    # after one step: 0.05 stays, 9 -> 10, and the empty cluster takes the frame farthest from its
+    # centroid in that step (0.0 and 0.1 are 0.05 away, 10 is 1 away)
+    torch.testing.assert_close(c, torch.tensor([[0.05], [10.0], [10.0]]))
+
+
+def test_torch_and_faiss_backends_reach_the_same_inertia():
+    x, _ = blobs(n=8000, d=16, k=30, seed=6)
+    a = KMeans.fit(x, 30, iters=20)
+    b = KMeans.fit(x, 30, iters=20, backend="faiss")
+    assert a.info["inertia"] == pytest.approx(b.info["inertia"], rel=0.02)
 
 
 def test_fit_needs_k_frames():

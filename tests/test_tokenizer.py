@@ -39,7 +39,11 @@ def test_mfcc_tokenizer_roundtrip(tmp_path, mfcc_tokenizer, speech_files):
     mfcc_tokenizer.save_pretrained(tmp_path / "tok")
     config = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
     assert config["encoder"] == {"type": "mfcc", "sample_rate": SR}
-    assert config["streams"] == [{"name": "mfcc", "k": 20, "file": "kmeans_mfcc.safetensors"}]
+    import hashlib
+
+    centroids = mfcc_tokenizer.quantizers["mfcc"].centroids.numpy()
+    assert config["streams"] == [{"name": "mfcc", "k": 20, "file": "kmeans_mfcc.safetensors",
+                                  "sha256": hashlib.sha256(centroids.tobytes()).hexdigest()}]
     loaded = speechtok.load(tmp_path / "tok")
     assert loaded.encode(speech_files[0]) == units
     assert loaded.encode(speech_files[0]).embeddings().shape == (len(units), 1, 39)

@@ -40,17 +40,19 @@ def load_audio(
     sample_rate: int | None = None,
     min_samples: int = 1,
     name: str | None = None,
+    start: float | None = None,
+    duration: float | None = None,
 ) -> np.ndarray:
     """Return `source` as float32 mono at `target_rate`, or raise AudioError.
 
     `source` is a path to anything libsndfile reads (wav, flac, ogg, mp3, ...) or an array with its
-    `sample_rate`. Arrays are [samples] or [samples, channels] (soundfile's layout); a 2-D array whose
+    `sample_rate`. `start` / `duration` (seconds) read a segment of a file. Arrays are [samples] or [samples, channels] (soundfile's layout); a 2-D array whose
     first dimension is the smaller one is taken as [channels, samples] (torch's layout).
     Integer arrays are scaled to [-1, 1] by their type's range.
     """
     label = name or describe(source)
     if isinstance(source, (str, os.PathLike)):
-        wave, rate = _read_file(Path(source), label)
+        wave, rate = _read_file(Path(source), label, start, duration)
         if sample_rate is not None and sample_rate != rate:
             raise AudioError(label, f"file is {rate} Hz but sample_rate={sample_rate} was given")
     else:
@@ -73,14 +75,26 @@ def load_audio(
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-def _read_file(path: Path, label: str) -> tuple[np.ndarray, int]:
+def _read_file(path: Path, label: str, start: float | None = None, duration: float | None = None) -> tuple[np.ndarray, int]:
     if not path.exists():
         raise AudioError(label, "no such file")
     if path.is_dir():
         raise AudioError(label, "is a directory, not an audio file")
+    if (start or 0) < 0 or (duration is not None and duration <= 0):
+        raise AudioError(label, f"invalid segment start={start} duration={duration} (seconds)")
     try:
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            first = round((start or 0) * rate)
+            if first and f.frames > 0 and first >= f.frames:
+                raise AudioError(label, f"segment starts at {start} s, after the end ({f.frames / rate:.3f} s)")
+            if first:
+                f.seek(first)
+            count = -1 if duration is None else round(duration * rate)
+            wave = f.read(count, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        if isinstance(err, AudioError):
+            raise
         raise AudioError(label, f"unreadable or corrupt audio ({err})") from None
     return wave, int(rate)
 

@@ -83,6 +83,267 @@ def encode(
         raise typer.Exit(1)
 
 
+def _utterances(inputs: List[str]):
+    from .corpus import InputError, collect
+
+    try:
+        utterances = collect(inputs)
+    except (InputError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if not utterances:
+        err.print("[red]error:[/red] the inputs name no audio files")
+        raise typer.Exit(2)
+    return utterances
+
+
+def _run_job(label: str, sample_rate: int, quiet: bool, out: Path, run) -> None:
+    """Run a corpus job with a progress bar, print its summary, exit non-zero if any file failed."""
+    from .corpus import JobMismatch, UtteranceFailed
+    from .corpus.progress import JobProgress, human_bytes
+
+    try:
+        with JobProgress(err, sample_rate, label, quiet) as meter:
+            result = run(meter.start, meter.advance)
+    except JobMismatch as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    except UtteranceFailed as error:
+        err.print(f"[red]stopped (--strict):[/red] {error}")
+        raise typer.Exit(1) from None
+    hours = result.samples / sample_rate / 3600
+    if not quiet:
+        done = f"{result.ok} files ok, {result.failed} failed this run"
+        if result.skipped_shards:
+            done += f" ({result.skipped_shards} finished shards kept from an earlier run)"
+        err.print(f"{label}: {done}; {hours:.3f} h of audio in {result.seconds:.1f} s "
+                  f"({hours * 3600 / max(result.seconds, 1e-9):.1f}x realtime); "
+                  f"{len(result.shards)} shards, {human_bytes(result.bytes)} in {out}")
+    if result.errors:
+        err.print(f"[red]{len(result.errors)} files failed[/red] (all listed in {out}/errors*.jsonl):")
+        for e in result.errors[:10]:
+            err.print(f"  {e['id']} ({e['path']}): {e['reason']}")
+        if len(result.errors) > 10:
+            err.print(f"  ... and {len(result.errors) - 10} more")
+        raise typer.Exit(1)
+
+
+_WORKERS = typer.Option(4, help="Threads reading and resampling audio ahead of the encoder.")
+_RANK = typer.Option(0, help="This process's part of the corpus, 0..nshard-1 (fairseq's rank).")
+_NSHARD = typer.Option(1, help="Number of independent processes the corpus is split across.")
+_SHARD_SIZE = typer.Option(1000, help="Utterances per output file (the unit of resumption).")
+_STRICT = typer.Option(False, "--strict", help="Stop at the first bad file instead of recording it and going on.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (errors are still printed).")
+
+
+@app.command()
+def tokenize(
+    inputs: List[str] = typer.Argument(..., help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests."),
+    tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory (from fit-kmeans / import) or preset name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: Parquet shards, manifest.json, errors.jsonl."),
+    layers: Optional[str] = typer.Option(None, help="Layers of a multi-layer preset, e.g. 7,23 (default: all)."),
+    dedup: bool = typer.Option(False, "--dedup", help="Merge repeated units per stream; adds <stream>_durations."),
+    batch_seconds: Optional[float] = typer.Option(None, help="Seconds of padded audio per batch (default: 200 on GPU, 10 on CPU)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    workers: int = _WORKERS,
+    strict: bool = _STRICT,
+    rank: int = _RANK,
+    nshard: int = _NSHARD,
+    shard_size: int = _SHARD_SIZE,
+    quiet: bool = _QUIET,
+):
+    """Tokenize a corpus into Parquet shards: one row per utterance with its units.
+
+    Resumable: run the same command again after a crash and finished shards are kept. Bad files
+    are recorded in errors.jsonl and the job goes on; the exit code is 1 if any failed.
+    """
+    from .corpus import InputError
+    from .corpus.tokenize import tokenize_corpus
+
+    utterances = _utterances(inputs)
+    tok = _load(tokenizer, layers, device, dtype)
+    if batch_seconds:
+        tok.batch_seconds = batch_seconds
+    try:
+        _run_job("tokenize", tok.sample_rate, quiet, out, lambda start, advance: tokenize_corpus(
+            utterances, tok, out, dedup=dedup, workers=workers, strict=strict, rank=rank, nshard=nshard,
+            shard_size=shard_size, dtype=dtype, split=_split_name(inputs), on_start=start, on_progress=advance))
+    except InputError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _encoder(encoder: str, layers: Optional[str], device: str, dtype: Optional[str]):
+    from .corpus.imports import build_encoder
+
+    options = {"device": device, **({"dtype": dtype} if dtype else {})}
+    try:
+        return build_encoder(encoder, _layers(layers) or [], **options)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _split_name(inputs: List[str]) -> Optional[str]:
+    """fairseq names label files after the manifest: train.tsv -> train.km."""
+    return Path(inputs[0]).stem if len(inputs) == 1 and inputs[0].endswith(".tsv") else None
+
+
+@app.command("fit-kmeans")
+def fit_kmeans(
+    inputs: List[str] = typer.Argument(..., help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="SSL model (hub id or local directory), or 'mfcc'."),
+    layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Layer(s) to cluster, e.g. 6 or 7,12,18 (one k-means each, one pass over the audio)."),
+    k: int = typer.Option(..., "-k", help="Number of clusters."),
+    out: Path = typer.Option(..., "--out", "-o", help="Tokenizer directory to write (for `tokenize -t` and speechtok.load)."),
+    percent: Optional[float] = typer.Option(None, help="Use a random PERCENT of the utterances (fairseq's --percent, here 0-100)."),
+    max_frames: int = typer.Option(500_000, help="Frames kept per layer: a uniform sample of all frames seen (bounds memory)."),
+    iters: int = typer.Option(25, help="Most Lloyd iterations (stops earlier once converged)."),
+    seed: int = typer.Option(0, help="Seed of the utterance and frame sampling and of k-means++."),
+    batch_seconds: Optional[float] = typer.Option(None, help="Seconds of padded audio per batch (default: 200 on GPU, 10 on CPU)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, ... (encoding and k-means)."),
+    dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    workers: int = _WORKERS,
+    strict: bool = _STRICT,
+    quiet: bool = _QUIET,
+):
+    """Fit k-means on an encoder's features of a corpus and write a tokenizer directory.
+
+    Frames are sampled while the audio streams through, so memory is bounded by --max-frames,
+    not by the corpus size. Bad files are skipped and listed (unless --strict).
+    """
+    from .corpus.fit import fit_kmeans_corpus
+    from .corpus.progress import JobProgress
+
+    utterances = _utterances(inputs)
+    enc = _encoder(encoder, layer, device, dtype)
+    try:
+        with JobProgress(err, enc.sample_rate, "features", quiet) as meter:
+            tok, report = fit_kmeans_corpus(
+                utterances, enc, k, out, percent=percent, max_frames=max_frames, iters=iters, seed=seed,
+                batch_seconds=batch_seconds, workers=workers, strict=strict,
+                on_start=meter.start, on_progress=meter.advance)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2 if not strict else 1) from None
+    if not quiet:
+        for stream, km in tok.quantizers.items():
+            err.print(f"{stream}: K={km.k} fitted on {report.frames_used[stream]} of {report.frames_seen[stream]} "
+                      f"frames from {report.files} files; inertia {km.info['inertia']:.6g}")
+        err.print(f"wrote {out} (use it with: speechtok tokenize ... -t {out})")
+    if report.failed:
+        err.print(f"[red]{len(report.failed)} files failed[/red] and were skipped:")
+        for name, reason in report.failed[:10]:
+            err.print(f"  {name}: {reason}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def extract(
+    inputs: List[str] = typer.Argument(..., help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="SSL model (hub id or local directory), or 'mfcc'."),
+    layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Layers to extract, e.g. 6,9."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    fmt: str = typer.Option("parquet", "--format", help="parquet (shards, resumable) or fairseq ({split}_{rank}_{nshard}.npy + .len per layer)."),
+    split: Optional[str] = typer.Option(None, help="fairseq file prefix (default: the .tsv's name, else 'data')."),
+    batch_seconds: Optional[float] = typer.Option(None, help="Seconds of padded audio per batch (default: 200 on GPU, 10 on CPU)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    workers: int = _WORKERS,
+    strict: bool = _STRICT,
+    rank: int = _RANK,
+    nshard: int = _NSHARD,
+    shard_size: int = _SHARD_SIZE,
+    quiet: bool = _QUIET,
+):
+    """Extract continuous features (SSL layers or MFCC) of a corpus."""
+    from .corpus import InputError, UtteranceFailed
+    from .corpus.extract import extract_corpus, extract_fairseq
+    from .corpus.progress import JobProgress
+
+    if fmt not in ("parquet", "fairseq"):
+        raise typer.BadParameter(f"--format must be parquet or fairseq, not {fmt!r}")
+    utterances = _utterances(inputs)
+    enc = _encoder(encoder, layers, device, dtype)
+    if fmt == "parquet":
+        _run_job("extract", enc.sample_rate, quiet, out, lambda start, advance: extract_corpus(
+            utterances, enc, out, batch_seconds=batch_seconds, workers=workers, strict=strict, rank=rank,
+            nshard=nshard, shard_size=shard_size, on_start=start, on_progress=advance))
+        return
+    try:
+        with JobProgress(err, enc.sample_rate, "extract", quiet) as meter:
+            written = extract_fairseq(utterances, enc, out, split or _split_name(inputs) or "data",
+                                      batch_seconds=batch_seconds, workers=workers, rank=rank, nshard=nshard,
+                                      on_start=meter.start, on_progress=meter.advance)
+    except (UtteranceFailed, InputError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    if not quiet:
+        err.print("wrote " + ", ".join(str(p) for p in written.values()) + " (+ .len)")
+
+
+@app.command()
+def export(
+    out: Path = typer.Argument(..., help="A directory written by `speechtok tokenize`."),
+    fmt: str = typer.Option(..., "--format", "-f", help="km (fairseq labels + dict), txt, jsonl or npy (one file per utterance)."),
+    dest: Path = typer.Option(..., "--dest", "-o", help="Directory to write into."),
+    split: Optional[str] = typer.Option(None, help="File prefix (default: the tokenized .tsv's name, else 'data')."),
+    style: str = typer.Option("fairseq", help="Text style for txt: fairseq, speechgpt, spiritlm."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Write .km even though some utterances failed (lines then skip them)."),
+):
+    """Write a tokenized corpus in the formats other tools read (rows in input order)."""
+    from .corpus.export import ExportError
+    from .corpus.export import export as run_export
+
+    try:
+        written = run_export(out, fmt, dest, split=split, style=style, allow_missing=allow_missing)
+    except ExportError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    err.print(f"wrote {len(written)} files to {dest}")
+
+
+import_app = typer.Typer(help="Make a speechtok tokenizer from k-means other tools wrote.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("kmeans")
+def import_kmeans(
+    file: Path = typer.Argument(..., help="scikit-learn k-means (joblib/pickle, e.g. fairseq's km.bin) or centroid .npy [K, D]."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="The SSL model it was fitted on (hub id or directory), or 'mfcc'."),
+    layer: Optional[int] = typer.Option(None, "--layer", "-l", help="The layer it was fitted on."),
+    out: Path = typer.Option(..., "--out", "-o", help="Tokenizer directory to write."),
+):
+    """One k-means file + its encoder and layer -> a tokenizer directory."""
+    from .corpus.imports import import_kmeans as run_import
+
+    try:
+        tok = run_import(file, encoder, layer, out)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    err.print(f"wrote {out}: {tok}")
+
+
+@import_app.command("speechbrain")
+def import_speechbrain(
+    source: str = typer.Argument(..., help="SpeechBrain repo: local directory or hub id (e.g. speechbrain/hifigan-wavlm-k1000-LibriTTS)."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="The SSL model its k-means were fitted on, e.g. microsoft/wavlm-large."),
+    out: Path = typer.Option(..., "--out", "-o", help="Tokenizer directory to write."),
+    layers: Optional[str] = typer.Option(None, help="Only these layers (default: all the repo has)."),
+):
+    """A SpeechBrain DiscreteSSL k-means repo (kmeans/*_L<n>.pt) -> a tokenizer directory."""
+    from .corpus.imports import import_speechbrain as run_import
+
+    try:
+        tok = run_import(source, encoder, out, _layers(layers))
+    except (ValueError, FileNotFoundError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    err.print(f"wrote {out}: {tok}")
+
+
 @app.command()
 def info(
     tokenizer: str = typer.Argument(..., help="Tokenizer directory or preset name."),

@@ -60,3 +60,12 @@ def write_example_audio(directory: str | Path, count: int = len(SENTENCES)) -> l
             sf.write(path, synthetic_speech(1.0 + 0.4 * (i % 6), i), 16000)
         files.append(path)
     return files
+
+
+if __name__ == "__main__":  # python -m speechtok.example_audio DIR [COUNT]
+    import sys
+
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python -m speechtok.example_audio DIR [COUNT]  (writes COUNT short utterances, default 8)")
+    written = write_example_audio(sys.argv[1], int(sys.argv[2]) if len(sys.argv) == 3 else len(SENTENCES))
+    print(f"wrote {len(written)} utterances to {sys.argv[1]}")

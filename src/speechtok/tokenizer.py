@@ -10,6 +10,7 @@ options; one entry per stream) and `kmeans_<stream>.safetensors` + `.json` per s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from . import __version__, presets
 from .audio import AudioSource
 from .encoders import Encoder, SSLEncoder, from_config
-from .encoders.base import DEFAULT_BATCH_SECONDS
+from .encoders.base import default_batch_seconds
 from .quantizers import KMeans
 from .units import Units, layer_of
 
@@ -35,7 +36,7 @@ class Tokenizer:
         self,
         encoder: Encoder,
         quantizers: Mapping[str, KMeans],
-        batch_seconds: float = DEFAULT_BATCH_SECONDS,
+        batch_seconds: float | None = None,
     ):
         missing = [s for s in quantizers if s not in encoder.streams]
         if missing:
@@ -44,7 +45,8 @@ class Tokenizer:
             raise ValueError("a tokenizer needs at least one quantizer")
         self.encoder = encoder
         self.quantizers = dict(quantizers)
-        self.batch_seconds = batch_seconds
+        # a runtime choice, not part of the tokenizer: not saved; None = the device's default
+        self.batch_seconds = batch_seconds or default_batch_seconds(encoder.device)
         self._codebooks = tuple(q.centroids.numpy() for q in self.quantizers.values())
 
     @property
@@ -104,21 +106,22 @@ class Tokenizer:
         ids = [q.assign(features[s]) for s, q in self.quantizers.items()]
         return torch.stack(ids, dim=1).cpu().numpy()
 
+    def config(self) -> dict:
+        """What makes this tokenizer's output: the encoder's config, and per stream its K and a
+        digest of its centroids (so two k-means of one name are told apart)."""
+        streams = [
+            {"name": s, "k": q.k, "sha256": hashlib.sha256(q.centroids.numpy().tobytes()).hexdigest()}
+            for s, q in self.quantizers.items()
+        ]
+        return {"kind": "semantic", "encoder": self.encoder.config(), "streams": streams}
+
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write `tokenizer.json` and the k-means files; the encoder is referenced, not copied."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        streams = []
-        for stream, quantizer in self.quantizers.items():
-            path = quantizer.save(directory / f"kmeans_{stream}")
-            streams.append({"name": stream, "k": quantizer.k, "file": path.name})
-        config = {
-            "speechtok_version": __version__,
-            "kind": "semantic",
-            "encoder": self.encoder.config(),
-            "streams": streams,
-            "batch_seconds": self.batch_seconds,
-        }
+        config = {"speechtok_version": __version__, **self.config()}
+        for entry in config["streams"]:
+            entry["file"] = self.quantizers[entry["name"]].save(directory / f"kmeans_{entry['name']}").name
         # Written last and atomically: a directory with a tokenizer.json is complete.
         tmp = directory / (CONFIG_NAME + ".tmp")
         tmp.write_text(json.dumps(config, indent=2) + "\n")
@@ -137,7 +140,7 @@ class Tokenizer:
         layers = [layer_of(n) for n in names if n.startswith("L")]
         encoder = from_config(config["encoder"], layers, base_dir=directory, **options)
         quantizers = {s["name"]: KMeans.load(directory / s["file"]) for s in config["streams"]}
-        return cls(encoder, quantizers, batch_seconds=config.get("batch_seconds", DEFAULT_BATCH_SECONDS))
+        return cls(encoder, quantizers)
 
     @classmethod
     def from_preset(cls, name: str, layers: Sequence[int] | None = None, **options) -> Tokenizer:

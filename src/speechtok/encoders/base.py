@@ -13,7 +13,14 @@ from ..batching import run_batched
 
 R = TypeVar("R")
 
-DEFAULT_BATCH_SECONDS = 200.0
+# Seconds of padded audio per batch. On a GPU big batches keep the device busy; on a CPU one
+# utterance already fills every core, and padding plus activations that overflow the caches made
+# 200 s batches 2.4x slower than one file at a time (WavLM-large, 2-core CPU; see docs/benchmarks.md).
+DEFAULT_BATCH_SECONDS = {"cuda": 200.0, "cpu": 10.0}
+
+
+def default_batch_seconds(device: torch.device | str) -> float:
+    return DEFAULT_BATCH_SECONDS.get(torch.device(device).type, DEFAULT_BATCH_SECONDS["cuda"])
 
 
 class Encoder(ABC):
@@ -44,19 +51,29 @@ class Encoder(ABC):
         """Whole-utterance processing before chunking (e.g. waveform normalisation)."""
         return wave
 
-    def load(self, source: AudioSource, sample_rate: int | None = None) -> np.ndarray:
-        """Read, downmix, resample and validate `source`, then `prepare` it."""
-        return self.prepare(load_audio(source, self.sample_rate, sample_rate, self.min_samples))
+    def load(
+        self,
+        source: AudioSource,
+        sample_rate: int | None = None,
+        start: float | None = None,
+        duration: float | None = None,
+    ) -> np.ndarray:
+        """Read (the segment `start`, `duration` seconds of) `source`, downmix, resample and
+        validate it, then `prepare` it."""
+        wave = load_audio(source, self.sample_rate, sample_rate, self.min_samples, start=start, duration=duration)
+        return self.prepare(wave)
 
     def map_batches(
         self,
         waves: Sequence[np.ndarray],
         fn: Callable[[dict[str, torch.Tensor]], R],
-        batch_seconds: float = DEFAULT_BATCH_SECONDS,
+        batch_seconds: float | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[list[R]]:
-        """`fn` of the features of every chunk of every prepared wave, batched by length;
-        per wave, the chunks' results in order."""
+        """`fn` of the features of every chunk of every prepared wave, batched by length
+        (`batch_seconds` of padded audio; None: the device's default); per wave, the chunks'
+        results in order."""
+        batch_seconds = batch_seconds or default_batch_seconds(self.device)
 
         def forward(batch: list[np.ndarray]) -> list[R]:
             return [fn(features) for features in self.forward_batch(batch)]
@@ -78,7 +95,7 @@ class Encoder(ABC):
         self,
         sources: Sequence[AudioSource],
         sample_rate: int | None = None,
-        batch_seconds: float = DEFAULT_BATCH_SECONDS,
+        batch_seconds: float | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """Continuous features of each input, batched by length; equal to encoding each alone."""
         waves = [self.load(s, sample_rate) for s in sources]

@@ -16,6 +16,8 @@ Batching does not change results: padding is invisible to every real frame.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -26,6 +28,11 @@ from torch import nn
 from .base import Encoder
 
 log = logging.getLogger(__name__)
+
+# oneDNN (torch's CPU conv backend) caches a compiled primitive per input shape, 1024 by default,
+# each holding buffers; utterances of every length make RSS grow by ~0.5 GB over a 1000-file corpus.
+# A small cache keeps memory flat (read when the first conv runs; a value the user set wins).
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 DEFAULT_CHUNK_SECONDS = 100.0  # fairseq's dump_hubert_feature.py max_chunk = 1.6M samples at 16 kHz
@@ -152,7 +159,9 @@ class SSLEncoder(Encoder):
         if normalize is None:
             normalize = extractor.get("do_normalize", True)
         sample_rate = extractor.get("sampling_rate", 16000)
-        return cls(model, layers, normalize=normalize, source=str(name_or_path), revision=revision,
+        # A local directory is recorded by absolute path, so saved tokenizers work from anywhere.
+        source = str(Path(name_or_path).resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
+        return cls(model, layers, normalize=normalize, source=source, revision=revision,
                    sample_rate=sample_rate, **kwargs)
 
     def config(self) -> dict:
@@ -197,19 +206,35 @@ class SSLEncoder(Encoder):
         ]
 
     def _conv_features(self, batch: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        hidden = batch[:, None]
+        """The conv front end as the model's conv layers compute it, [B, C, T] out.
+
+        Run as 2-D convs over [B, C, 1, T] in channels-last memory: oneDNN's fast layout, in which
+        the layer norm over channels reads contiguous memory and no transposed copies are made
+        (~40% faster on CPU than the module's conv1d + transpose + LayerNorm + transpose).
+        """
+        hidden = batch
         for i, layer in enumerate(self.model.feature_extractor.conv_layers):
-            # Layer-norm conv layers return a transposed (channels-last) view; conv1d on that
-            # layout runs ~2.5x slower on CPU than on a contiguous copy.
-            hidden = hidden.contiguous()
-            norm = getattr(layer, "layer_norm", None)
-            if lengths is not None and isinstance(norm, nn.GroupNorm):
-                hidden = layer.conv(hidden)
-                valid = conv_output_length(lengths, self.kernels[: i + 1], self.strides[: i + 1])
-                hidden = layer.activation(masked_group_norm(hidden, norm, valid))
+            conv = layer.conv
+            if i == 0:
+                hidden = _first_conv_channels_last(batch, conv)
             else:
-                hidden = layer(hidden)
-        return hidden
+                hidden = F.conv2d(hidden, conv.weight[:, :, None, :], conv.bias, stride=(1, conv.stride[0]))
+                hidden = hidden.contiguous(memory_format=torch.channels_last)
+            norm = getattr(layer, "layer_norm", None)
+            if isinstance(norm, nn.LayerNorm):
+                last = hidden.permute(0, 2, 3, 1)  # [B, 1, T, C], contiguous in this layout
+                hidden = layer.activation(norm(last)).permute(0, 3, 1, 2)
+            elif isinstance(norm, nn.GroupNorm):
+                flat = hidden[:, :, 0, :]
+                if lengths is not None:
+                    valid = conv_output_length(lengths, self.kernels[: i + 1], self.strides[: i + 1])
+                    flat = masked_group_norm(flat, norm, valid)
+                else:
+                    flat = norm(flat)
+                hidden = layer.activation(flat)[:, :, None, :].contiguous(memory_format=torch.channels_last)
+            else:
+                hidden = layer.activation(hidden)
+        return hidden[:, :, 0, :]
 
     def _install_hooks(self):
         # The input of every kept block is a layer: hidden_states[i] enters block i.
@@ -228,6 +253,18 @@ class SSLEncoder(Encoder):
 
         for conv in getattr(self.model.encoder.pos_conv_embed, "layers", []):
             conv.register_forward_hook(zero_padding)
+
+
+def _first_conv_channels_last(batch: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """The first conv (one input channel) of [B, samples] as a matmul over strided windows: it
+    writes [B, T, C] directly - [B, C, 1, T] in channels-last - instead of a channels-first
+    output that would have to be copied (4x faster on CPU, same sums)."""
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    windows = batch.unfold(-1, kernel, stride)  # [B, T, kernel], a view
+    weight = conv.weight[:, 0, :].T  # [kernel, C]
+    flat = windows.reshape(-1, kernel)
+    out = flat @ weight if conv.bias is None else torch.addmm(conv.bias, flat, weight)
+    return out.view(len(batch), -1, weight.shape[1]).permute(0, 2, 1)[:, :, None, :]
 
 
 def _truncate(model: nn.Module, last_layer: int) -> nn.Module:

@@ -1,4 +1,4 @@
-"""K-means over frames: fit with faiss, assign with a chunked matmul on the encoder's device.
+"""K-means over frames: fit (Lloyd in torch, or faiss) and assign with chunked matmuls on any device.
 
 Stored as safetensors (the [K, D] float32 centroids) + JSON (how they were made). The files other
 tools wrote are imported: scikit-learn pickles (fairseq, textlesslib, SpeechBrain) through the
@@ -21,10 +21,12 @@ from . import safe_pickle
 log = logging.getLogger(__name__)
 
 DEFAULT_ITERS = 25
+# Stop once an iteration lowers the inertia by less than this fraction (0 = run all iterations).
+DEFAULT_TOL = 1e-4
 # sklearn's MiniBatchKMeans seeds k-means++ from init_size = 3 * batch_size (fairseq: 3 * 10000) frames.
 DEFAULT_INIT_FRAMES = 30_000
-# Distances held at once while assigning: rows x K floats, 64 MiB.
-ASSIGN_BUDGET = 16 * 2**20
+# Distances held at once while assigning: rows x K floats, 16 MiB (faster than larger blocks on CPU).
+ASSIGN_BUDGET = 4 * 2**20
 
 
 def _as_tensor(features) -> torch.Tensor:
@@ -41,20 +43,73 @@ def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator) -> torc
     x_sq = (x * x).sum(1)
 
     def sq_dist(rows: torch.Tensor) -> torch.Tensor:  # [n, len(rows)]
-        return (x_sq[:, None] - 2 * x @ x[rows].T + x_sq[rows][None, :]).clamp_min_(0)
+        # scale the few candidate rows, not x: `2 * x @ ...` would rewrite all of x every step
+        return (x_sq[:, None] - x @ (2 * x[rows]).T + x_sq[rows][None, :]).clamp_min_(0)
 
     trials = 2 + int(math.log(k))
     chosen = [int(torch.randint(n, (1,), generator=generator))]
     closest = sq_dist(torch.tensor(chosen))[:, 0]
     for _ in range(1, k):
         cumulative = torch.cumsum(closest.double(), 0)
-        targets = torch.rand(trials, generator=generator, dtype=torch.float64) * cumulative[-1]
+        # drawn on the CPU generator so a seed gives the same centroids on any device
+        targets = (torch.rand(trials, generator=generator, dtype=torch.float64) * float(cumulative[-1])).to(x.device)
         candidates = torch.searchsorted(cumulative, targets).clamp_(max=n - 1)
         candidate_closest = torch.minimum(closest[:, None], sq_dist(candidates))
         best = int(candidate_closest.double().sum(0).argmin())
         chosen.append(int(candidates[best]))
         closest = candidate_closest[:, best]
     return x[torch.tensor(chosen)].clone()
+
+
+def nearest(
+    x: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor, x_sq: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id of and squared distance to the nearest of centroids `c` ([K, D], `c_sq` their squared
+    norms) for each row of `x` (`x_sq` their squared norms, if known), in fp32 chunks of
+    ASSIGN_BUDGET distances."""
+    k = len(c)
+    rows = max(1, ASSIGN_BUDGET // k)
+    ids, dists = [], []
+    for start in range(0, len(x), rows):
+        chunk = x[start : start + rows].to(torch.float32)
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin (fairseq's ApplyKmeans form)
+        d = torch.addmm(c_sq[None, :], chunk, c.T, alpha=-2.0)
+        best, idx = d.min(dim=1)
+        ids.append(idx)
+        chunk_sq = (chunk * chunk).sum(1) if x_sq is None else x_sq[start : start + rows]
+        dists.append((best + chunk_sq).clamp_min_(0))
+    if not ids:
+        return torch.zeros(0, dtype=torch.long, device=x.device), torch.zeros(0, device=x.device)
+    return torch.cat(ids), torch.cat(dists)
+
+
+def lloyd(
+    x: torch.Tensor, centroids: torch.Tensor, iters: int, tol: float = 0.0, log_every: bool = False
+) -> torch.Tensor:
+    """Lloyd iterations over all rows of `x` (on x's device). An emptied cluster is moved to the
+    frame farthest from its centroid, as scikit-learn's KMeans does. Stops early once no frame
+    changes cluster, or once an iteration lowers the inertia by less than the fraction `tol`."""
+    c = centroids.to(x.device, torch.float32).clone()
+    k = len(c)
+    x_sq = (x * x).sum(1)
+    previous, previous_inertia = None, math.inf
+    for it in range(iters):
+        ids, dists = nearest(x, c, (c * c).sum(1), x_sq)
+        inertia = float(dists.double().sum())
+        if log_every:
+            log.info("k-means iteration %d: inertia %.6g", it, inertia)
+        if previous is not None and torch.equal(ids, previous):
+            break
+        if previous_inertia - inertia < tol * inertia:
+            break
+        counts = torch.bincount(ids, minlength=k)
+        sums = torch.zeros_like(c).index_add_(0, ids, x)
+        c = sums / counts.clamp_min(1)[:, None].to(c.dtype)
+        empty = (counts == 0).nonzero()[:, 0]
+        if len(empty):
+            c[empty] = x[dists.topk(len(empty)).indices]
+        previous, previous_inertia = ids, inertia
+    return c
 
 
 class KMeans:
@@ -83,49 +138,63 @@ class KMeans:
         k: int,
         *,
         iters: int = DEFAULT_ITERS,
+        tol: float = DEFAULT_TOL,
         init: str = "k-means++",
         seed: int = 0,
         max_frames: int | None = None,
         init_frames: int = DEFAULT_INIT_FRAMES,
+        device: str | torch.device = "cpu",
+        backend: str = "torch",
         verbose: bool = False,
     ) -> KMeans:
-        """Lloyd's k-means with faiss on all given frames (or a seeded sample of `max_frames`).
+        """Lloyd's k-means on all given frames (or a seeded sample of `max_frames`).
 
-        Unlike faiss's default, frames are never subsampled silently: the number used is the number
-        given (or `max_frames`), and it is recorded in `info`. `init` is "k-means++" (seeded from
-        `init_frames` frames, like scikit-learn's MiniBatchKMeans) or "random" (faiss's own).
+        Frames are never subsampled silently: the number used is the number given (or `max_frames`),
+        and it is recorded in `info`. `init` is "k-means++" (seeded from `init_frames` frames, like
+        scikit-learn's MiniBatchKMeans) or "random" (k distinct frames). Iterations stop early when
+        one lowers the inertia by less than the fraction `tol` (torch backend). `backend` "torch" runs the
+        iterations with torch matmuls on `device` (a GPU if given); "faiss" uses faiss-cpu, whose
+        wheel's BLAS is ~4x slower than torch's on the CPUs we measured (docs/benchmarks.md).
         """
-        import faiss
-
         x = _as_tensor(features).to("cpu", torch.float32)
         n, dim = x.shape
         if n < k:
             raise ValueError(f"{n} frames cannot make {k} clusters; give at least k frames")
+        if backend not in ("torch", "faiss"):
+            raise ValueError(f"unknown k-means backend {backend!r}: use 'torch' or 'faiss'")
         generator = torch.Generator().manual_seed(seed)
         if max_frames is not None and n > max_frames:
             x = x[torch.randperm(n, generator=generator)[:max_frames]]
             log.info("k-means: sampled %d of %d frames", max_frames, n)
             n = max_frames
-        x_np = np.ascontiguousarray(x.numpy())
 
         if init == "k-means++":
             sample = x if n <= init_frames else x[torch.randperm(n, generator=generator)[:init_frames]]
-            start = kmeans_plusplus(sample, k, generator).numpy()
+            start = kmeans_plusplus(sample.to(device), k, generator)
         elif init == "random":
-            start = None
+            start = x[torch.randperm(n, generator=generator)[:k]]
         else:
             raise ValueError(f"unknown init {init!r}: use 'k-means++' or 'random'")
 
-        model = faiss.Kmeans(
-            dim, k, niter=iters, seed=seed, verbose=verbose,
-            max_points_per_centroid=n // k + 1,  # use every frame given: no silent subsampling
-            min_points_per_centroid=1,
-        )
-        model.train(x_np, init_centroids=start)
-        fitted = cls(model.centroids.reshape(k, dim))
+        if backend == "torch":
+            x = x.to(device)
+            centroids = lloyd(x, start, iters, tol, log_every=verbose).cpu()
+            fitted_with = f"torch {torch.__version__}"
+        else:
+            import faiss
+
+            model = faiss.Kmeans(
+                dim, k, niter=iters, seed=seed, verbose=verbose,
+                max_points_per_centroid=n // k + 1,  # use every frame given: no silent subsampling
+                min_points_per_centroid=1,
+            )
+            model.train(np.ascontiguousarray(x.numpy()), init_centroids=start.cpu().numpy())
+            centroids = model.centroids.reshape(k, dim)
+            fitted_with = f"faiss {faiss.__version__}"
+        fitted = cls(centroids)
         fitted.info = {
-            "k": k, "dim": dim, "frames": n, "iters": iters, "init": init, "seed": seed,
-            "inertia": fitted.inertia(x), "fitted_with": f"faiss {faiss.__version__}",
+            "k": k, "dim": dim, "frames": n, "iters": iters, "tol": tol, "init": init, "seed": seed,
+            "inertia": fitted.inertia(x), "fitted_with": fitted_with,
         }
         return fitted
 
@@ -139,19 +208,7 @@ class KMeans:
         x = _as_tensor(features)
         if x.shape[1] != self.dim:
             raise ValueError(f"features have {x.shape[1]} dims, the k-means centroids {self.dim}")
-        c, c_sq = self._device_centroids(x.device)
-        rows = max(1, ASSIGN_BUDGET // self.k)
-        ids, dists = [], []
-        for start in range(0, len(x), rows):
-            chunk = x[start : start + rows].to(torch.float32)
-            # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin (fairseq's ApplyKmeans form)
-            d = torch.addmm(c_sq[None, :], chunk, c.T, alpha=-2.0)
-            best, idx = d.min(dim=1)
-            ids.append(idx)
-            dists.append((best + (chunk * chunk).sum(1)).clamp_min_(0))
-        if not ids:
-            return torch.zeros(0, dtype=torch.long, device=x.device), torch.zeros(0, device=x.device)
-        return torch.cat(ids), torch.cat(dists)
+        return nearest(x, *self._device_centroids(x.device))
 
     def assign(self, features) -> torch.Tensor:
         """[T] int64 id of the nearest centroid of each row, on the features' device, in fp32."""

@@ -1,0 +1,21 @@
+"""numpy arrays -> Arrow list columns without going through Python lists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+def list_column(arrays: list[np.ndarray], type: pa.ListType) -> pa.Array:
+    """One list per array: [T] arrays for list<int>, [T, D] arrays for list<fixed_size_list<D>>."""
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    item = type.value_type
+    flat = np.concatenate([np.asarray(a).reshape(-1) for a in arrays]) if arrays else np.zeros(0)
+    if pa.types.is_fixed_size_list(item):
+        values = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(item.value_type.to_pandas_dtype(), copy=False)),
+                                                   item.list_size)
+    else:
+        values = pa.array(flat.astype(item.to_pandas_dtype(), copy=False))
+    return pa.ListArray.from_arrays(pa.array(offsets), values)

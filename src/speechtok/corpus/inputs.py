@@ -1,0 +1,160 @@
+"""What a corpus job reads: utterances named by files, directories, globs, lists and manifests.
+
+Every utterance gets a stable, unique id: its path relative to the directory or manifest root it
+came from, without the extension (`train-clean-100/19/198/19-198-0001`), or the id a JSONL manifest
+gives. Explicit files, globs and list entries are named by their path as given, without extension.
+Two utterances with one id are an error before any audio is read.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+# What libsndfile reads (soundfile's available formats), as file extensions.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".sph")
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+
+
+class InputError(ValueError):
+    """The inputs of a job cannot be resolved (missing file, bad manifest line, duplicate ids)."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One unit of work: a file, or the segment [start, start + duration) seconds of one."""
+
+    id: str
+    path: str
+    start: float | None = None
+    duration: float | None = None
+
+    def describe(self) -> str:
+        if self.start is None and self.duration is None:
+            return self.path
+        end = "end" if self.duration is None else f"{(self.start or 0) + self.duration:g}s"
+        return f"{self.path} [{self.start or 0:g}s-{end}]"
+
+
+def _strip_ext(path: str) -> str:
+    root, ext = os.path.splitext(path)
+    return root if ext else path
+
+
+def _given_id(path: str) -> str:
+    return _strip_ext(os.path.normpath(path))
+
+
+def from_directory(directory: Path) -> list[Utterance]:
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    return [Utterance(_strip_ext(p.relative_to(directory).as_posix()), str(p)) for p in files]
+
+
+def from_tsv(manifest: Path) -> list[Utterance]:
+    """fairseq's manifest: a root directory line, then `relative/path<TAB>num_samples` lines."""
+    lines = manifest.read_text().splitlines()
+    if not lines:
+        raise InputError(f"{manifest}: empty manifest (expected a root line, then path<TAB>samples lines)")
+    root = Path(lines[0].strip())  # relative roots are relative to the working directory, as in fairseq
+    out = []
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        relative = line.split("\t")[0]
+        out.append(Utterance(_strip_ext(relative), str(root / relative)))
+    return out
+
+
+def from_jsonl(manifest: Path) -> list[Utterance]:
+    """One JSON object per line: {"id", "path", "start"?, "duration"?} (seconds; segments of
+    longer files). Relative paths are taken relative to the manifest's directory."""
+    out = []
+    for number, line in enumerate(manifest.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            path = Path(entry["path"])
+            start = entry.get("start")
+            duration = entry.get("duration")
+            utterance_id = str(entry.get("id") or _strip_ext(entry["path"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise InputError(f"{manifest}:{number}: not a manifest entry with at least a \"path\" ({error})") from None
+        if not path.is_absolute():
+            path = manifest.parent / path
+        out.append(Utterance(utterance_id, str(path),
+                             None if start is None else float(start),
+                             None if duration is None else float(duration)))
+    return out
+
+
+def from_list(listing: Path) -> list[Utterance]:
+    """One audio path per line (relative to the list's directory unless absolute)."""
+    out = []
+    for line in listing.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            path = Path(line) if Path(line).is_absolute() else listing.parent / line
+            out.append(Utterance(_given_id(line), str(path)))
+    return out
+
+
+def collect(inputs: Sequence[str | os.PathLike]) -> list[Utterance]:
+    """All utterances named by `inputs`, in the order given (directories sorted by path).
+
+    An input is an audio file, a directory (searched recursively for audio files), a glob
+    (`data/**/*.flac`), a text list of paths (.txt/.lst), a fairseq .tsv or a JSONL manifest.
+    """
+    utterances: list[Utterance] = []
+    for item in inputs:
+        path = Path(item)
+        text = str(item)
+        if path.is_dir():
+            utterances += from_directory(path)
+        elif path.is_file():
+            suffix = path.suffix.lower()
+            if suffix == ".tsv":
+                utterances += from_tsv(path)
+            elif suffix in (".jsonl", ".json"):
+                utterances += from_jsonl(path)
+            elif suffix in LIST_EXTENSIONS:
+                utterances += from_list(path)
+            else:  # any other file is taken as audio; the reader reports it if it is not
+                utterances.append(Utterance(_given_id(text), text))
+        elif glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            audio = [m for m in matches if Path(m).suffix.lower() in AUDIO_EXTENSIONS]
+            if not audio:
+                raise InputError(f"{text}: the pattern matches no audio files")
+            utterances += [Utterance(_given_id(m), m) for m in audio]
+        else:
+            raise InputError(f"{text}: no such file or directory")
+    check_unique(utterances)
+    return utterances
+
+
+def check_unique(utterances: Iterable[Utterance]) -> None:
+    seen: dict[str, Utterance] = {}
+    clashes = []
+    for u in utterances:
+        if u.id in seen:
+            clashes.append(f"{u.id!r} ({seen[u.id].describe()} and {u.describe()})")
+        else:
+            seen[u.id] = u
+    if clashes:
+        shown = "; ".join(clashes[:5]) + (f"; and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+        raise InputError(f"{len(clashes)} duplicate utterance id(s): {shown}. Ids must be unique; "
+                         "give a JSONL manifest with explicit ids to rename them")
+
+
+def shard_range(total: int, rank: int, nshard: int) -> range:
+    """The utterances rank `rank` of `nshard` processes, as fairseq's `get_shard_range` splits."""
+    if nshard < 1 or not 0 <= rank < nshard:
+        raise InputError(f"--rank must be in 0..{nshard - 1} for --nshard {nshard}, got {rank}")
+    start = round(total / nshard * rank)
+    end = round(total / nshard * (rank + 1))
+    return range(start, end)

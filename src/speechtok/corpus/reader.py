@@ -1,0 +1,86 @@
+"""Stage 1 of a corpus job: read, resample and prepare audio ahead of the encoder, in threads.
+
+libsndfile, soxr and numpy release the GIL, so threads decode in parallel while the main thread
+keeps the device busy. At most `prefetch` utterances are held read-but-not-consumed, so memory does
+not depend on the corpus size.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..audio import AudioError
+from ..encoders import Encoder
+from .inputs import Utterance
+
+
+@dataclass
+class Loaded:
+    """An utterance with its prepared audio, or the reason it could not be read."""
+
+    utterance: Utterance
+    index: int  # position in the job's input list
+    wave: np.ndarray | None = None
+    error: str | None = None
+
+
+class AudioReader:
+    """Turns utterances into prepared waves for `encoder` (a plain callable stage)."""
+
+    def __init__(self, encoder: Encoder):
+        self.encoder = encoder
+
+    def __call__(self, utterance: Utterance, index: int) -> Loaded:
+        try:
+            wave = self.encoder.load(utterance.path, start=utterance.start, duration=utterance.duration)
+        except AudioError as error:
+            return Loaded(utterance, index, error=error.reason)
+        except (OSError, MemoryError) as error:  # e.g. a file that vanished or cannot be opened
+            return Loaded(utterance, index, error=f"{type(error).__name__}: {error}")
+        return Loaded(utterance, index, wave=wave)
+
+
+def read_ahead(
+    work: Iterable[tuple[int, Utterance]],
+    reader: AudioReader,
+    workers: int = 4,
+    prefetch: int = 64,
+) -> Iterator[Loaded]:
+    """`reader` over (index, utterance) pairs in `workers` threads; results in input order."""
+    if workers <= 0:
+        for index, utterance in work:
+            yield reader(utterance, index)
+        return
+    pending: deque = deque()
+    items = iter(work)
+    with ThreadPoolExecutor(workers, thread_name_prefix="speechtok-read") as pool:
+        try:
+            for index, utterance in items:
+                pending.append(pool.submit(reader, utterance, index))
+                if len(pending) >= prefetch:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # consumer stopped early (error, --strict): do not read the rest
+            for future in pending:
+                future.cancel()
+
+
+def windows(loaded: Iterable[Loaded], max_samples: int) -> Iterator[list[Loaded]]:
+    """Consecutive groups of utterances holding about `max_samples` samples of audio: the unit the
+    encoder batches within (by length) and the writer appends."""
+    group: list[Loaded] = []
+    size = 0
+    for item in loaded:
+        group.append(item)
+        size += 0 if item.wave is None else len(item.wave)
+        if size >= max_samples:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group

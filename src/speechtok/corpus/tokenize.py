@@ -1,0 +1,86 @@
+"""`speechtok tokenize`: a corpus to Parquet rows of units, one row per utterance.
+
+Columns: id, path, start, duration, index, num_samples (see `job.BASE_FIELDS`), then one list of
+raw codes per stream, named after the stream (`L9`, `mfcc`, `q0`...). With `dedup`, each stream
+is deduplicated on its own (as SpeechBrain does) and `<stream>_durations` holds the run lengths
+in frames.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ..tokenizer import Tokenizer
+from .inputs import Utterance
+from .job import DEFAULT_SHARD_SIZE, JobResult, ShardedJob, window_samples
+from .reader import AudioReader
+
+
+def code_type(vocab_size: int) -> pa.DataType:
+    """The smallest signed integer type holding ids 0..vocab_size-1 (readers dislike unsigned)."""
+    return pa.int16() if vocab_size <= 2**15 else pa.int32()
+
+
+def unit_fields(tokenizer: Tokenizer, dedup: bool) -> list[pa.Field]:
+    fields = []
+    for stream, k in zip(tokenizer.streams, tokenizer.vocab_sizes):
+        fields.append(pa.field(stream, pa.list_(code_type(k))))
+        if dedup:
+            fields.append(pa.field(f"{stream}_durations", pa.list_(pa.int32())))
+    return fields
+
+
+class UnitsStage:
+    """Prepared waves -> the unit columns of their rows (a plain callable stage)."""
+
+    def __init__(self, tokenizer: Tokenizer, dedup: bool = False):
+        self.tokenizer = tokenizer
+        self.dedup = dedup
+        self.dtypes = {s: np.int16 if k <= 2**15 else np.int32 for s, k in zip(tokenizer.streams, tokenizer.vocab_sizes)}
+
+    def __call__(self, waves: list[np.ndarray]) -> list[dict]:
+        rows = []
+        for units in self.tokenizer.encode_waves(waves):
+            row = {}
+            for stream in units.streams:
+                one = units.select(stream)
+                if self.dedup:
+                    one = one.dedup()
+                    row[f"{stream}_durations"] = one.durations.astype(np.int32)
+                row[stream] = one.codes[:, 0].astype(self.dtypes[stream])
+            rows.append(row)
+        return rows
+
+
+def tokenize_corpus(
+    utterances: Sequence[Utterance],
+    tokenizer: Tokenizer,
+    out: str | os.PathLike,
+    *,
+    dedup: bool = False,
+    workers: int = 4,
+    strict: bool = False,
+    rank: int = 0,
+    nshard: int = 1,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    dtype: str | None = None,
+    split: str | None = None,
+    on_start=None,
+    on_progress=None,
+) -> JobResult:
+    """Tokenize `utterances` into Parquet shards under `out` (resumable; see `job.ShardedJob`).
+    `split` names the corpus in exported files (`{split}.km`)."""
+    signature = {"command": "tokenize", "tokenizer": tokenizer.config(), "dedup": dedup, "dtype": dtype}
+    job = ShardedJob(out, utterances, signature, unit_fields(tokenizer, dedup), rank=rank, nshard=nshard,
+                     shard_size=shard_size, strict=strict,
+                     metadata={"tokenizer": tokenizer.config(), "frame_rate": tokenizer.frame_rate,
+                               "sample_rate": tokenizer.sample_rate, "streams": list(tokenizer.streams),
+                               "vocab_sizes": list(tokenizer.vocab_sizes), "dedup": dedup,
+                               "split": split})
+    window = window_samples(tokenizer.batch_seconds, tokenizer.sample_rate)
+    return job.run(AudioReader(tokenizer.encoder), UnitsStage(tokenizer, dedup), window_samples=window,
+                   workers=workers, on_start=on_start, on_progress=on_progress)

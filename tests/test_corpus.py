@@ -1,0 +1,390 @@
+"""Corpus jobs run as a user would: the CLI in a subprocess, on generated speech and broken files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from speechtok import KMeans, SSLEncoder, Tokenizer
+from speechtok.corpus import InputError, collect
+from speechtok.corpus.fit import Reservoir
+from speechtok.corpus.inputs import shard_range
+
+from .conftest import SR
+
+
+def cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "speechtok.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, **kwargs)
+
+
+def cli_background(*args):
+    return subprocess.Popen([sys.executable, "-m", "speechtok.cli", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def write_corpus(directory: Path, waves, count: int, seed: int = 0) -> list[Path]:
+    """`count` utterances of 0.3-3 s cut from the speech, in two sub-directories."""
+    rng = np.random.default_rng(seed)
+    joined = np.concatenate(waves)
+    paths = []
+    for i in range(count):
+        length = int(rng.integers(int(0.3 * SR), int(3 * SR)))
+        start = int(rng.integers(0, len(joined) - length))
+        path = directory / f"spk{i % 2}" / f"utt{i:04d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, joined[start : start + length], SR)
+        paths.append(path)
+    return paths
+
+
+def write_broken(directory: Path) -> dict[str, str]:
+    """Five broken files of different kinds -> the words their error reason must contain."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "text.wav").write_text("this is not audio")
+    sf.write(directory / "empty.wav", np.zeros(0, np.float32), SR)
+    nan = np.full(SR, 0.1, np.float32)
+    nan[100] = np.nan
+    sf.write(directory / "nan.wav", nan, SR, subtype="FLOAT")
+    sf.write(directory / "short.wav", np.zeros(100, np.float32), SR)
+    (directory / "zero.flac").write_bytes(b"")
+    return {"broken/text": "unreadable", "broken/empty": "empty", "broken/nan": "NaN",
+            "broken/short": "too short", "broken/zero": "unreadable"}
+
+
+@pytest.fixture(scope="module")
+def hubert_tokenizer(tmp_path_factory, model_dir, speech_waves):
+    """A tokenizer directory: tiny random HuBERT (group norm, base layout), layer 2, K=20."""
+    encoder = SSLEncoder.from_pretrained(str(model_dir("hubert-group")), layers=[2])
+    frames = torch.cat([f["L2"] for f in encoder.encode_batch(speech_waves, sample_rate=SR)])
+    directory = tmp_path_factory.mktemp("hubert_tok")
+    Tokenizer(encoder, {"L2": KMeans.fit(frames, 20, seed=0)}).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, speech_waves):
+    root = tmp_path_factory.mktemp("corpus")
+    good = write_corpus(root, speech_waves, 195)
+    broken = write_broken(root / "broken")
+    return root, good, broken
+
+
+def read_out(out: Path):
+    return pq.read_table(out / "data").sort_by("id").to_pylist()
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+def test_inputs_name_utterances_stably(tmp_path, speech_waves):
+    paths = write_corpus(tmp_path / "audio", speech_waves, 4)
+    assert [u.id for u in collect([tmp_path / "audio"])] == ["spk0/utt0000", "spk0/utt0002", "spk1/utt0001", "spk1/utt0003"]
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text(f"{tmp_path / 'audio'}\n" + "".join(f"{p.relative_to(tmp_path / 'audio')}\t{len(sf.read(p)[0])}\n" for p in paths))
+    assert [u.id for u in collect([tsv])] == ["spk0/utt0000", "spk1/utt0001", "spk0/utt0002", "spk1/utt0003"]
+    jsonl = tmp_path / "segments.jsonl"
+    jsonl.write_text(json.dumps({"id": "a", "path": str(paths[0]), "start": 0.1, "duration": 0.2}) + "\n")
+    [segment] = collect([jsonl])
+    assert (segment.id, segment.start, segment.duration) == ("a", 0.1, 0.2)
+    listing = tmp_path / "files.txt"
+    listing.write_text("audio/spk0/utt0000.wav\n")
+    assert [u.path for u in collect([listing])] == [str(tmp_path / "audio/spk0/utt0000.wav")]
+    assert len(collect([str(tmp_path / "audio" / "*" / "*.wav")])) == 4
+
+
+def test_duplicate_ids_are_refused_before_running(tmp_path, speech_waves):
+    write_corpus(tmp_path / "a", speech_waves, 2)
+    with pytest.raises(InputError, match="duplicate utterance id"):
+        collect([tmp_path / "a", tmp_path / "a"])
+
+
+def test_shard_ranges_partition_the_corpus():
+    for total in (0, 1, 7, 100, 1001):
+        for nshard in (1, 3, 8):
+            parts = [shard_range(total, r, nshard) for r in range(nshard)]
+            assert [i for p in parts for i in p] == list(range(total))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_reservoir_keeps_a_uniform_sample():
+    # Each of 1000 rows should be kept with probability 100/1000; count over 400 seeds.
+    counts = np.zeros(1000)
+    for seed in range(400):
+        r = Reservoir(100, seed)
+        for block in np.array_split(np.arange(1000, dtype=np.float32)[:, None], 13):
+            r.add(block)
+        sample = r.sample()[:, 0].astype(int)
+        assert len(set(sample)) == 100
+        counts[sample] += 1
+    frequency = counts / 400
+    assert abs(frequency.mean() - 0.1) < 1e-9
+    # binomial(400, 0.1) per row: sd 0.015; early and late rows alike
+    assert abs(frequency[:500].mean() - frequency[500:].mean()) < 0.01
+    assert frequency.min() > 0.02 and frequency.max() < 0.2
+
+
+# --- tokenize ---------------------------------------------------------------------------------
+
+def test_tokenize_corpus_with_broken_files(tmp_path, corpus, hubert_tokenizer):
+    root, good, broken = corpus
+    out = tmp_path / "out"
+    result = cli("tokenize", root, "-t", hubert_tokenizer, "-o", out, "--shard-size", "50", "--batch-seconds", "20")
+    assert result.returncode == 1, result.stderr
+    rows = read_out(out)
+    assert len(rows) == 195
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert {e["id"]: e["reason"] for e in errors}.keys() == broken.keys()
+    for e in errors:
+        assert broken[e["id"]] in e["reason"], e
+        assert e["id"] in result.stderr  # the summary names them
+    # Every row equals encoding that file alone (batch 1).
+    tok = Tokenizer.from_pretrained(hubert_tokenizer)
+    for row in rows[::20]:
+        alone = tok.encode(row["path"])
+        assert row["L2"] == alone.stream("L2").tolist()
+        assert row["num_samples"] == alone.num_samples
+    # readable as-is by pandas and datasets
+    import datasets
+    import pandas as pd
+
+    frame = pd.read_parquet(out / "data")
+    assert len(frame) == 195 and set(frame["id"]) == {r["id"] for r in rows}
+    loaded = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train",
+                                   cache_dir=str(tmp_path / "hf_cache"))
+    assert loaded.num_rows == 195 and loaded.features["L2"].feature.dtype == "int16"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"] == 195 and manifest["errors"] == 5 and len(manifest["shards"]) == 4
+    assert manifest["speechtok_version"] and manifest["command"][1] == "tokenize"
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_tokenize_dedup_and_segments(tmp_path, corpus, hubert_tokenizer):
+    root, good, _ = corpus
+    jsonl = tmp_path / "segments.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": f"seg{i}", "path": str(good[i]), "start": 0.1, "duration": 0.25}) + "\n"
+                             for i in range(3)))
+    out = tmp_path / "out"
+    result = cli("tokenize", jsonl, "-t", hubert_tokenizer, "-o", out, "--dedup", "-q")
+    assert result.returncode == 0, result.stderr
+    tok = Tokenizer.from_pretrained(hubert_tokenizer)
+    for i, row in enumerate(read_out(out)):
+        wave, rate = sf.read(good[i], dtype="float32")
+        units = tok.encode(wave[int(0.1 * rate) : int(0.1 * rate) + int(0.25 * rate)], sample_rate=rate).dedup()
+        assert row["num_samples"] == int(0.25 * SR)
+        assert row["L2"] == units.stream("L2").tolist()
+        assert row["L2_durations"] == units.durations.tolist()
+        assert (row["start"], row["duration"]) == (0.1, 0.25)
+
+
+def test_different_job_into_same_out_is_refused(tmp_path, corpus, hubert_tokenizer):
+    root, good, _ = corpus
+    out = tmp_path / "out"
+    assert cli("tokenize", *good[:3], "-t", hubert_tokenizer, "-o", out, "-q").returncode == 0
+    again = cli("tokenize", *good[:3], "-t", hubert_tokenizer, "-o", out, "-q")
+    assert again.returncode == 0  # same job: nothing to do, same output
+    other = cli("tokenize", *good[:3], "-t", hubert_tokenizer, "-o", out, "-q", "--dedup")
+    assert other.returncode == 2 and "different job" in other.stderr and "dedup" in other.stderr
+
+
+def test_killed_jobs_resume_to_the_uninterrupted_output(tmp_path, corpus, hubert_tokenizer):
+    root, good, _ = corpus
+    inputs = good[:120]
+    listing = tmp_path / "files.txt"
+    listing.write_text("".join(f"{p}\n" for p in inputs))
+    args = ["tokenize", listing, "-t", hubert_tokenizer, "--shard-size", "8", "--batch-seconds", "5", "--workers", "1", "-q"]
+    whole = tmp_path / "whole"
+    assert cli(*args, "-o", whole).returncode == 0
+    resumed = tmp_path / "resumed"
+    kills = 0
+    for wanted in (1, 5, 10):  # kill once at least this many shards are complete
+        process = cli_background(*args, "-o", resumed)
+        while process.poll() is None and len(list((resumed / "data").glob("*.parquet"))) < wanted:
+            time.sleep(0.02)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 2, "the job finished before it could be killed; make it longer"
+    assert cli(*args, "-o", resumed).returncode == 0
+    assert read_out(resumed) == read_out(whole)
+    assert not list(resumed.rglob("*.tmp"))
+    assert len(list((resumed / "data").glob("*.parquet"))) == 15
+
+
+def test_ranks_split_the_corpus(tmp_path, corpus, hubert_tokenizer):
+    root, good, _ = corpus
+    one = tmp_path / "one"
+    assert cli("tokenize", *good[:10], "-t", hubert_tokenizer, "-o", one, "-q").returncode == 0
+    split = tmp_path / "split"
+    for rank in range(3):
+        result = cli("tokenize", *good[:10], "-t", hubert_tokenizer, "-o", split, "-q", "--rank", rank, "--nshard", 3)
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in split.glob("manifest*.json")) == [f"manifest-{r}-of-3.json" for r in range(3)]
+    assert read_out(split) == read_out(one)
+
+
+# --- export -----------------------------------------------------------------------------------
+
+def fairseq_labels(model_dir: Path, km: KMeans, layer: int, path: Path) -> list[int]:
+    """fairseq's dump_km_label.py, independently: batch 1, full HF forward, ApplyKmeans' formula."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    wave, _ = sf.read(path, dtype="float32")
+    with torch.no_grad():
+        x = model(torch.from_numpy(wave)[None], output_hidden_states=True).hidden_states[layer][0].double().numpy()
+    c = km.centroids.double().numpy().T  # ApplyKmeans: C [D, K], Cnorm [1, K]
+    dist = (x**2).sum(1, keepdims=True) - 2 * x @ c + (c**2).sum(0, keepdims=True)
+    return dist.argmin(1).tolist()
+
+
+def test_export_km_equals_fairseq_labels(tmp_path, corpus, hubert_tokenizer, model_dir):
+    root, good, _ = corpus
+    tsv = tmp_path / "valid.tsv"
+    chosen = good[5:17]
+    tsv.write_text(f"{root}\n" + "".join(f"{p.relative_to(root)}\t{sf.info(p).frames}\n" for p in chosen))
+    out = tmp_path / "out"
+    assert cli("tokenize", tsv, "-t", hubert_tokenizer, "-o", out, "-q").returncode == 0
+    dest = tmp_path / "labels"
+    result = cli("export", out, "--format", "km", "-o", dest)
+    assert result.returncode == 0, result.stderr
+    lines = (dest / "valid.km").read_text().splitlines()
+    km = KMeans.load(hubert_tokenizer / "kmeans_L2.safetensors")
+    assert len(lines) == len(chosen)
+    for line, path in zip(lines, chosen):
+        assert [int(t) for t in line.split()] == fairseq_labels(model_dir("hubert-group"), km, 2, path)
+    assert (dest / "dict.km.txt").read_text().splitlines() == [f"{i} 1" for i in range(20)]
+    for fmt in ("txt", "jsonl", "npy"):
+        assert cli("export", out, "--format", fmt, "-o", tmp_path / fmt).returncode == 0
+    first = json.loads((tmp_path / "jsonl" / "valid.jsonl").read_text().splitlines()[0])
+    assert first["L2"] == [int(t) for t in lines[0].split()]
+    assert np.load(tmp_path / "npy" / f"{first['id']}.npy").tolist() == first["L2"]
+    assert (tmp_path / "txt" / "valid.txt").read_text().splitlines()[0] == f"{first['id']}\t{lines[0]}"
+
+
+def test_export_km_refuses_when_rows_are_missing(tmp_path, corpus, hubert_tokenizer):
+    root, good, _ = corpus
+    out = tmp_path / "out"
+    assert cli("tokenize", good[0], root / "broken" / "text.wav", "-t", hubert_tokenizer, "-o", out, "-q").returncode == 1
+    result = cli("export", out, "--format", "km", "-o", tmp_path / "km")
+    assert result.returncode == 2 and "would not line up" in result.stderr
+
+
+# --- fit-kmeans, extract, import ----------------------------------------------------------------
+
+def test_fit_kmeans_several_layers_in_one_pass(tmp_path, corpus, model_dir):
+    root, good, _ = corpus
+    out = tmp_path / "tok"
+    result = cli("fit-kmeans", *good[:30], "--encoder", model_dir("hubert-group"), "--layer", "1,3", "-k", "12",
+                 "-o", out, "--max-frames", "2000", "-q")
+    assert result.returncode == 0, result.stderr
+    tok = Tokenizer.from_pretrained(out)
+    assert tok.streams == ("L1", "L3") and tok.vocab_sizes == (12, 12)
+    for stream in tok.streams:
+        info = json.loads((out / f"kmeans_{stream}.json").read_text())
+        assert info["frames"] == 2000 and info["frames_seen"] > 2000 and info["files"] == 30
+    # and it tokenizes a corpus directly
+    assert cli("tokenize", *good[:2], "-t", out, "-o", tmp_path / "units", "-q").returncode == 0
+
+
+def test_fit_kmeans_mfcc(tmp_path, corpus):
+    root, good, _ = corpus
+    out = tmp_path / "tok"
+    result = cli("fit-kmeans", *good[:10], "--encoder", "mfcc", "-k", "16", "-o", out, "--percent", "50", "-q")
+    assert result.returncode == 0, result.stderr
+    info = json.loads((out / "kmeans_mfcc.json").read_text())
+    assert info["files"] == 5 and info["k"] == 16
+
+
+def test_extract_parquet_and_fairseq_layout(tmp_path, corpus, model_dir):
+    root, good, _ = corpus
+    chosen = good[:6]
+    encoder = SSLEncoder.from_pretrained(str(model_dir("hubert-group")), layers=[1, 2])
+    alone = [encoder.encode(p) for p in chosen]
+
+    out = tmp_path / "feats"
+    result = cli("extract", *chosen, "--encoder", model_dir("hubert-group"), "--layers", "1,2", "-o", out, "-q")
+    assert result.returncode == 0, result.stderr
+    rows = sorted(pq.read_table(out / "data").to_pylist(), key=lambda r: r["index"])
+    for row, features in zip(rows, alone):
+        np.testing.assert_allclose(np.asarray(row["L2"]), features["L2"].numpy(), atol=1e-5)
+
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text(f"{root}\n" + "".join(f"{p.relative_to(root)}\t{sf.info(p).frames}\n" for p in chosen))
+    fair = tmp_path / "fairseq"
+    result = cli("extract", tsv, "--encoder", model_dir("hubert-group"), "--layers", "1,2", "-o", fair,
+                 "--format", "fairseq", "--rank", 1, "--nshard", 2, "-q")
+    assert result.returncode == 0, result.stderr
+    feats = np.load(fair / "L1" / "train_1_2.npy")
+    lengths = [int(n) for n in (fair / "L1" / "train_1_2.len").read_text().split()]
+    mine = alone[3:6]  # rank 1 of 2 over 6 lines
+    assert lengths == [len(f["L1"]) for f in mine]
+    np.testing.assert_allclose(feats, np.concatenate([f["L1"].numpy() for f in mine]), atol=1e-5)
+
+
+def test_import_sklearn_kmeans(tmp_path, corpus, model_dir):
+    import joblib
+    from sklearn.cluster import MiniBatchKMeans
+
+    root, good, _ = corpus
+    encoder = SSLEncoder.from_pretrained(str(model_dir("hubert-group")), layers=[2])
+    feats = torch.cat([encoder.encode(p)["L2"] for p in good[:10]]).numpy()
+    sk = MiniBatchKMeans(n_clusters=8, n_init=1, random_state=0).fit(feats)
+    joblib.dump(sk, tmp_path / "km.bin")
+    out = tmp_path / "tok"
+    result = cli("import", "kmeans", tmp_path / "km.bin", "--encoder", model_dir("hubert-group"), "--layer", 2, "-o", out)
+    assert result.returncode == 0, result.stderr
+    units = Tokenizer.from_pretrained(out).encode(good[0])
+    assert units.stream("L2").tolist() == sk.predict(encoder.encode(good[0])["L2"].numpy()).tolist()
+    wrong = cli("import", "kmeans", tmp_path / "km.bin", "--encoder", "mfcc", "-o", tmp_path / "bad")
+    assert wrong.returncode == 2 and "dims" in wrong.stderr
+
+
+def test_import_speechbrain_repo_layout(tmp_path, model_dir):
+    import joblib
+    from sklearn.cluster import MiniBatchKMeans
+
+    repo = tmp_path / "repo"
+    (repo / "kmeans").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for layer in (1, 3):
+        km = MiniBatchKMeans(n_clusters=5, n_init=1, random_state=layer).fit(rng.standard_normal((200, 64)))
+        joblib.dump(km, repo / "kmeans" / f"LibriSpeech_hubert_k5_L{layer}.pt")
+    out = tmp_path / "tok"
+    result = cli("import", "speechbrain", repo, "--encoder", model_dir("hubert-group"), "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert Tokenizer.from_pretrained(out).streams == ("L1", "L3")
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+def peak_rss_kib(*args) -> int:
+    code = ("import resource, sys; from speechtok.cli import app\n"
+            "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def test_memory_does_not_grow_with_corpus_size(tmp_path, speech_waves, hubert_tokenizer):
+    small = write_corpus(tmp_path / "small", speech_waves, 100, seed=1)
+    write_corpus(tmp_path / "large", speech_waves, 1000, seed=2)
+    assert len(small) == 100
+    # Memory is bounded by the batch and read-ahead window (4 batches), reached by both corpora here
+    # (100 files of ~1.6 s fill two windows of 4 x 20 s); beyond that it must not grow.
+    common = ["tokenize", "-t", hubert_tokenizer, "-q", "--shard-size", "100", "--batch-seconds", "20"]
+    rss_small = peak_rss_kib(*common, tmp_path / "small", "-o", tmp_path / "out_small")
+    rss_large = peak_rss_kib(*common, tmp_path / "large", "-o", tmp_path / "out_large")
+    assert rss_large <= 1.2 * rss_small, (rss_small, rss_large)
