@@ -50,6 +50,22 @@ def interleaved_median_times(fns: dict, repeats: int) -> tuple[dict, dict]:
     return {name: statistics.median(t) for name, t in times.items()}, results
 
 
+def wavlm_model(directory: Path, quick: bool = False):
+    """A random WavLM-large-shaped model (24 blocks x 1024; `quick`: 12 x 256) saved like a hub
+    checkpoint in `directory`, with fairseq/SpeechBrain's waveform normalisation; its config."""
+    import torch
+    from transformers import AutoModel, Wav2Vec2FeatureExtractor, WavLMConfig
+
+    big = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+    small = dict(hidden_size=256, num_hidden_layers=12, num_attention_heads=4, intermediate_size=1024)
+    config = WavLMConfig(**(small if quick else big), feat_extract_norm="layer", do_stable_layer_norm=True,
+                         conv_bias=True)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(directory)
+    return config
+
+
 def speech(seconds: float, count: int, sr: int = 16000) -> list[np.ndarray]:
     """`count` clips of exactly `seconds` of example speech (espeak-ng when installed)."""
     import speechtok

@@ -24,9 +24,9 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import MiniBatchKMeans
-from transformers import AutoModel, Wav2Vec2FeatureExtractor, WavLMConfig
+from transformers import AutoModel
 
-from common import interleaved_median_times, machine, speech
+from common import interleaved_median_times, machine, speech, wavlm_model
 
 import speechtok
 from speechtok.corpus import collect
@@ -41,15 +41,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="12 blocks of 256 dims instead of WavLM-large")
     args = parser.parse_args()
 
-    big = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
-    small = dict(hidden_size=256, num_hidden_layers=12, num_attention_heads=4, intermediate_size=1024)
-    config = WavLMConfig(**(small if args.quick else big), feat_extract_norm="layer", do_stable_layer_norm=True,
-                         conv_bias=True)
-    layer = args.layer
-    torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp())
-    AutoModel.from_config(config).save_pretrained(tmp / "model")
-    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(tmp / "model")
+    config = wavlm_model(tmp / "model", args.quick)
+    layer = args.layer
 
     # files of 2-12 s, as in LibriSpeech-like corpora
     rng = np.random.default_rng(0)

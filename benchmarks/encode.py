@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import MiniBatchKMeans
-from transformers import AutoModel, Wav2Vec2FeatureExtractor, WavLMConfig
+from transformers import AutoModel
 
-from common import interleaved_median_times, machine, speech
+from common import interleaved_median_times, machine, speech, wavlm_model
 
 import speechtok
 
@@ -37,19 +37,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="12 blocks of 256 dims instead of WavLM-large")
     args = parser.parse_args()
 
-    big = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
-    small = dict(hidden_size=256, num_hidden_layers=12, num_attention_heads=4, intermediate_size=1024)
-    config = WavLMConfig(**(small if args.quick else big), feat_extract_norm="layer", do_stable_layer_norm=True,
-                         conv_bias=True)
+    tmp = Path(tempfile.mkdtemp())
+    config = wavlm_model(tmp / "model", args.quick)
     if not 0 <= args.layer < config.num_hidden_layers:
         # layer L of stable-layer-norm models is normalised by speechtok (transformers 4.x meaning)
         # but not in transformers 5.x hidden_states[L]: compare a layer both define alike.
         parser.error(f"--layer must be below the model's {config.num_hidden_layers} blocks")
     layer = args.layer
-    torch.manual_seed(0)
-    tmp = Path(tempfile.mkdtemp())
-    AutoModel.from_config(config).save_pretrained(tmp / "model")
-    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(tmp / "model")
     waves = speech(args.seconds, args.files)
     audio_seconds = sum(len(w) for w in waves) / 16000
 

@@ -197,6 +197,15 @@ def test_different_job_into_same_out_is_refused(tmp_path, corpus, hubert_tokeniz
     assert other.returncode == 2 and "different job" in other.stderr and "dedup" in other.stderr
 
 
+def test_strict_stops_at_the_first_bad_file(tmp_path, corpus, hubert_tokenizer):
+    root, good, _ = corpus
+    out = tmp_path / "out"
+    result = cli("tokenize", good[0], root / "broken" / "nan.wav", good[1], "-t", hubert_tokenizer, "-o", out, "--strict")
+    assert result.returncode == 1
+    assert "--strict" in result.stderr and "nan.wav" in result.stderr and "NaN" in result.stderr
+    assert not list((out / "data").glob("*.parquet")) and not (out / "manifest.json").exists()
+
+
 def test_killed_jobs_resume_to_the_uninterrupted_output(tmp_path, corpus, hubert_tokenizer):
     root, good, _ = corpus
     inputs = good[:120]
@@ -215,7 +224,7 @@ def test_killed_jobs_resume_to_the_uninterrupted_output(tmp_path, corpus, hubert
             process.send_signal(signal.SIGKILL)
             kills += 1
         process.wait()
-    assert kills >= 2, "the job finished before it could be killed; make it longer"
+    assert kills == 3, "the job finished before it could be killed; make it longer"
     assert cli(*args, "-o", resumed).returncode == 0
     assert read_out(resumed) == read_out(whole)
     assert not list(resumed.rglob("*.tmp"))

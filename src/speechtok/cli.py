@@ -128,6 +128,10 @@ def _run_job(label: str, sample_rate: int, quiet: bool, out: Path, run) -> None:
         raise typer.Exit(1)
 
 
+_INPUTS = typer.Argument(..., help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests.")
+_BATCH_SECONDS = typer.Option(None, help="Seconds of padded audio per batch (default: 200 on GPU; 0 = one file at a time, on CPU).")
+_DEVICE = typer.Option("cpu", help="cpu, cuda, cuda:1, ...")
+_DTYPE = typer.Option(None, help="float32 (default), bfloat16 or float16.")
 _WORKERS = typer.Option(4, help="Threads reading and resampling audio ahead of the encoder.")
 _RANK = typer.Option(0, help="This process's part of the corpus, 0..nshard-1 (fairseq's rank).")
 _NSHARD = typer.Option(1, help="Number of independent processes the corpus is split across.")
@@ -138,14 +142,14 @@ _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (
 
 @app.command()
 def tokenize(
-    inputs: List[str] = typer.Argument(..., help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests."),
+    inputs: List[str] = _INPUTS,
     tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory (from fit-kmeans / import) or preset name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory: Parquet shards, manifest.json, errors.jsonl."),
     layers: Optional[str] = typer.Option(None, help="Layers of a multi-layer preset, e.g. 7,23 (default: all)."),
     dedup: bool = typer.Option(False, "--dedup", help="Merge repeated units per stream; adds <stream>_durations."),
-    batch_seconds: Optional[float] = typer.Option(None, help="Seconds of padded audio per batch (default: 200 on GPU, 10 on CPU)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
-    dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    batch_seconds: Optional[float] = _BATCH_SECONDS,
+    device: str = _DEVICE,
+    dtype: Optional[str] = _DTYPE,
     workers: int = _WORKERS,
     strict: bool = _STRICT,
     rank: int = _RANK,
@@ -192,7 +196,7 @@ def _split_name(inputs: List[str]) -> Optional[str]:
 
 @app.command("fit-kmeans")
 def fit_kmeans(
-    inputs: List[str] = typer.Argument(..., help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests."),
+    inputs: List[str] = _INPUTS,
     encoder: str = typer.Option(..., "--encoder", "-e", help="SSL model (hub id or local directory), or 'mfcc'."),
     layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Layer(s) to cluster, e.g. 6 or 7,12,18 (one k-means each, one pass over the audio)."),
     k: int = typer.Option(..., "-k", help="Number of clusters."),
@@ -201,7 +205,7 @@ def fit_kmeans(
     max_frames: int = typer.Option(500_000, help="Frames kept per layer: a uniform sample of all frames seen (bounds memory)."),
     iters: int = typer.Option(25, help="Most Lloyd iterations (stops earlier once converged)."),
     seed: int = typer.Option(0, help="Seed of the utterance and frame sampling and of k-means++."),
-    batch_seconds: Optional[float] = typer.Option(None, help="Seconds of padded audio per batch (default: 200 on GPU, 10 on CPU)."),
+    batch_seconds: Optional[float] = _BATCH_SECONDS,
     device: str = typer.Option("cpu", help="cpu, cuda, ... (encoding and k-means)."),
     dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16."),
     workers: int = _WORKERS,
@@ -241,15 +245,15 @@ def fit_kmeans(
 
 @app.command()
 def extract(
-    inputs: List[str] = typer.Argument(..., help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests."),
+    inputs: List[str] = _INPUTS,
     encoder: str = typer.Option(..., "--encoder", "-e", help="SSL model (hub id or local directory), or 'mfcc'."),
     layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Layers to extract, e.g. 6,9."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
     fmt: str = typer.Option("parquet", "--format", help="parquet (shards, resumable) or fairseq ({split}_{rank}_{nshard}.npy + .len per layer)."),
     split: Optional[str] = typer.Option(None, help="fairseq file prefix (default: the .tsv's name, else 'data')."),
-    batch_seconds: Optional[float] = typer.Option(None, help="Seconds of padded audio per batch (default: 200 on GPU, 10 on CPU)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
-    dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    batch_seconds: Optional[float] = _BATCH_SECONDS,
+    device: str = _DEVICE,
+    dtype: Optional[str] = _DTYPE,
     workers: int = _WORKERS,
     strict: bool = _STRICT,
     rank: int = _RANK,

@@ -46,7 +46,7 @@ class Tokenizer:
         self.encoder = encoder
         self.quantizers = dict(quantizers)
         # a runtime choice, not part of the tokenizer: not saved; None = the device's default
-        self.batch_seconds = batch_seconds or default_batch_seconds(encoder.device)
+        self.batch_seconds = default_batch_seconds(encoder.device) if batch_seconds is None else batch_seconds
         self._codebooks = tuple(q.centroids.numpy() for q in self.quantizers.values())
 
     @property

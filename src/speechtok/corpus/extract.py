@@ -58,7 +58,7 @@ def extract_corpus(
     on_start=None,
     on_progress=None,
 ) -> JobResult:
-    batch_seconds = batch_seconds or default_batch_seconds(encoder.device)
+    batch_seconds = default_batch_seconds(encoder.device) if batch_seconds is None else batch_seconds
     dims = feature_dims(encoder)
     fields = [pa.field(s, pa.list_(pa.list_(pa.float32(), dims[s]))) for s in encoder.streams]
     signature = {"command": "extract", "encoder": encoder.config(), "streams": list(encoder.streams)}
@@ -113,7 +113,7 @@ def extract_fairseq(
 ) -> dict[str, Path]:
     """Write `{out}/{stream}/{split}_{rank}_{nshard}.npy` + `.len`; returns the .npy paths."""
     out = Path(out)
-    batch_seconds = batch_seconds or default_batch_seconds(encoder.device)
+    batch_seconds = default_batch_seconds(encoder.device) if batch_seconds is None else batch_seconds
     mine = [utterances[i] for i in shard_range(len(utterances), rank, nshard)]
     dims = feature_dims(encoder)
     stem = f"{split}_{rank}_{nshard}"

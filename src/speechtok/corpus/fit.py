@@ -99,7 +99,7 @@ def fit_kmeans_corpus(
 ) -> tuple[Tokenizer, FitReport]:
     """Fit one k-means per encoder stream on frames sampled from `utterances`; save and return
     the tokenizer (written last, so an interrupted fit leaves no half tokenizer)."""
-    batch_seconds = batch_seconds or default_batch_seconds(encoder.device)
+    batch_seconds = default_batch_seconds(encoder.device) if batch_seconds is None else batch_seconds
     chosen = pick_utterances(utterances, percent, seed)
     reservoirs = {s: Reservoir(max_frames, seed + i) for i, s in enumerate(encoder.streams)}
     report = FitReport()

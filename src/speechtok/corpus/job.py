@@ -81,8 +81,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def window_samples(batch_seconds: float, sample_rate: int) -> int:
-    """Audio gathered before encoding: several batches, so length-bucketing has choice."""
-    return int(4 * batch_seconds * sample_rate)
+    """Audio gathered before encoding: several batches, so length-bucketing has choice, and at
+    least two minutes, so Parquet row groups are not tiny."""
+    return int(max(4 * batch_seconds, 120.0) * sample_rate)
 
 
 def rank_suffix(rank: int, nshard: int) -> str:

@@ -13,10 +13,11 @@ from ..batching import run_batched
 
 R = TypeVar("R")
 
-# Seconds of padded audio per batch. On a GPU big batches keep the device busy; on a CPU one
-# utterance already fills every core, and padding plus activations that overflow the caches made
-# 200 s batches 2.4x slower than one file at a time (WavLM-large, 2-core CPU; see docs/benchmarks.md).
-DEFAULT_BATCH_SECONDS = {"cuda": 200.0, "cpu": 10.0}
+# Seconds of padded audio per batch; 0 = one utterance (chunk) per batch. On a GPU big batches keep
+# the device busy; on a CPU one utterance already fills every core, and padding plus activations
+# that overflow the caches only cost: 200 s batches ran 2.4x and 10 s batches 6% slower than one
+# file at a time (WavLM-large, 2-core CPU; see docs/benchmarks.md).
+DEFAULT_BATCH_SECONDS = {"cuda": 200.0, "cpu": 0.0}
 
 
 def default_batch_seconds(device: torch.device | str) -> float:
@@ -73,7 +74,7 @@ class Encoder(ABC):
         """`fn` of the features of every chunk of every prepared wave, batched by length
         (`batch_seconds` of padded audio; None: the device's default); per wave, the chunks'
         results in order."""
-        batch_seconds = batch_seconds or default_batch_seconds(self.device)
+        batch_seconds = default_batch_seconds(self.device) if batch_seconds is None else batch_seconds
 
         def forward(batch: list[np.ndarray]) -> list[R]:
             return [fn(features) for features in self.forward_batch(batch)]
