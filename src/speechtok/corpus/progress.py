@@ -10,7 +10,7 @@ from rich.text import Text
 
 
 class _AudioColumn(ProgressColumn):
-    """Hours of audio done this run, and hours of audio per second of wall time."""
+    """Hours of audio done this run, and hours of audio per second of wall time (x 3600 = realtime factor)."""
 
     def __init__(self, meter: "JobProgress"):
         super().__init__()
@@ -19,7 +19,7 @@ class _AudioColumn(ProgressColumn):
     def render(self, task) -> Text:
         hours = self.meter.samples / self.meter.sample_rate / 3600
         elapsed = max(time.perf_counter() - self.meter.started, 1e-9)
-        return Text(f"{hours:.3f} h audio, {hours / elapsed * 3600:.2f} h/h ({hours / elapsed:.4f} h/s)")
+        return Text(f"{hours:.3f} h audio, {hours / elapsed:.4f} h/s")
 
 
 class JobProgress:
