@@ -54,9 +54,7 @@ def encode(
 ):
     """Print the units of each file: `path<TAB>units`, one tab-separated column per stream.
 
-    A file that cannot be read is reported on stderr with the reason; the others are still
-    encoded, and the exit code is 1.
-    """
+    A file that cannot be read is reported on stderr with the reason; the others are still encoded, and the exit code is 1."""
     from .audio import AudioError
 
     tok = _load(tokenizer, layers, device, dtype)
@@ -159,9 +157,7 @@ def tokenize(
 ):
     """Tokenize a corpus into Parquet shards: one row per utterance with its units.
 
-    Resumable: run the same command again after a crash and finished shards are kept. Bad files
-    are recorded in errors.jsonl and the job goes on; the exit code is 1 if any failed.
-    """
+    Resumable: run the same command again after a crash and finished shards are kept. Bad files are recorded in errors.jsonl and the job goes on; the exit code is 1 if any failed."""
     from .corpus import InputError
     from .corpus.tokenize import tokenize_corpus
 
@@ -214,9 +210,7 @@ def fit_kmeans(
 ):
     """Fit k-means on an encoder's features of a corpus and write a tokenizer directory.
 
-    Frames are sampled while the audio streams through, so memory is bounded by --max-frames,
-    not by the corpus size. Bad files are skipped and listed (unless --strict).
-    """
+    Frames are sampled while the audio streams through, so memory is bounded by --max-frames, not by the corpus size. Bad files are skipped and listed (unless --strict)."""
     from .corpus.fit import fit_kmeans_corpus
     from .corpus.progress import JobProgress
 

@@ -61,7 +61,8 @@ def extract_corpus(
     batch_seconds = default_batch_seconds(encoder.device) if batch_seconds is None else batch_seconds
     dims = feature_dims(encoder)
     fields = [pa.field(s, pa.list_(pa.list_(pa.float32(), dims[s]))) for s in encoder.streams]
-    signature = {"command": "extract", "encoder": encoder.config(), "streams": list(encoder.streams)}
+    signature = {"command": "extract", "encoder": encoder.config(), "streams": list(encoder.streams),
+                 "dtype": str(getattr(encoder, "dtype", "float32"))}
     job = ShardedJob(out, utterances, signature, fields, rank=rank, nshard=nshard, shard_size=shard_size,
                      strict=strict, metadata={"encoder": encoder.config(), "frame_rate": encoder.frame_rate,
                                               "sample_rate": encoder.sample_rate, "dims": dims})
