@@ -22,6 +22,7 @@ from ..encoders import Encoder
 from .inputs import Utterance, shard_range
 from ..encoders.base import default_batch_seconds
 from .job import DEFAULT_SHARD_SIZE, JobResult, ShardedJob, UtteranceFailed, window_samples
+from .memory import limit_heap_fragmentation
 from .reader import AudioReader, read_ahead, windows
 
 
@@ -114,6 +115,7 @@ def extract_fairseq(
 ) -> dict[str, Path]:
     """Write `{out}/{stream}/{split}_{rank}_{nshard}.npy` + `.len`; returns the .npy paths."""
     out = Path(out)
+    limit_heap_fragmentation()
     batch_seconds = default_batch_seconds(encoder.device) if batch_seconds is None else batch_seconds
     mine = [utterances[i] for i in shard_range(len(utterances), rank, nshard)]
     dims = feature_dims(encoder)

@@ -23,6 +23,7 @@ from .inputs import Utterance
 from .reader import AudioReader, read_ahead, windows
 from ..encoders.base import default_batch_seconds
 from .job import window_samples
+from .memory import limit_heap_fragmentation
 
 DEFAULT_MAX_FRAMES = 500_000  # per stream: 1.5 GiB at 768 dims
 
@@ -100,6 +101,7 @@ def fit_kmeans_corpus(
     """Fit one k-means per encoder stream on frames sampled from `utterances`; save and return
     the tokenizer (written last, so an interrupted fit leaves no half tokenizer)."""
     batch_seconds = default_batch_seconds(encoder.device) if batch_seconds is None else batch_seconds
+    limit_heap_fragmentation()
     chosen = pick_utterances(utterances, percent, seed)
     reservoirs = {s: Reservoir(max_frames, seed + i) for i, s in enumerate(encoder.streams)}
     report = FitReport()

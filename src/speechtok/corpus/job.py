@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from .arrow import list_column
 from .inputs import Utterance, shard_range
+from .memory import limit_heap_fragmentation
 from .reader import AudioReader, Loaded, read_ahead, windows
 
 DEFAULT_SHARD_SIZE = 1000  # utterances per Parquet file (a few hours of speech)
@@ -165,6 +166,7 @@ class ShardedJob:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> JobResult:
         """`on_start(total_files, files_already_done)`; `on_progress(files, samples)` per window."""
+        limit_heap_fragmentation()
         self._claim()
         result = JobResult()
         started = time.perf_counter()
