@@ -26,17 +26,6 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
-def median_time(fn, repeats: int) -> tuple[float, object]:
-    """Median wall time of `repeats` runs (after one warm-up run) and the last result."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def interleaved_median_times(fns: dict, repeats: int) -> tuple[dict, dict]:
     """Median wall time of each function over `repeats` rounds that run them in turn (after one
     warm-up round), so that a slow spell of a shared machine hits all alike; and last results."""

@@ -97,13 +97,13 @@ def _utterances(inputs: List[str]):
 
 def _run_job(label: str, sample_rate: int, quiet: bool, out: Path, run) -> None:
     """Run a corpus job with a progress bar, print its summary, exit non-zero if any file failed."""
-    from .corpus import JobMismatch, UtteranceFailed
+    from .corpus import InputError, JobMismatch, UtteranceFailed
     from .corpus.progress import JobProgress, human_bytes
 
     try:
         with JobProgress(err, sample_rate, label, quiet) as meter:
             result = run(meter.start, meter.advance)
-    except JobMismatch as error:
+    except (JobMismatch, InputError) as error:  # a different job in OUT; a bad --rank/--nshard
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     except UtteranceFailed as error:
@@ -158,20 +158,15 @@ def tokenize(
     """Tokenize a corpus into Parquet shards: one row per utterance with its units.
 
     Resumable: run the same command again after a crash and finished shards are kept. Bad files are recorded in errors.jsonl and the job goes on; the exit code is 1 if any failed."""
-    from .corpus import InputError
     from .corpus.tokenize import tokenize_corpus
 
     utterances = _utterances(inputs)
     tok = _load(tokenizer, layers, device, dtype)
-    if batch_seconds:
+    if batch_seconds is not None:  # 0 (one file per batch) is a choice too
         tok.batch_seconds = batch_seconds
-    try:
-        _run_job("tokenize", tok.sample_rate, quiet, out, lambda start, advance: tokenize_corpus(
-            utterances, tok, out, dedup=dedup, workers=workers, strict=strict, rank=rank, nshard=nshard,
-            shard_size=shard_size, dtype=dtype, split=_split_name(inputs), on_start=start, on_progress=advance))
-    except InputError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+    _run_job("tokenize", tok.sample_rate, quiet, out, lambda start, advance: tokenize_corpus(
+        utterances, tok, out, dedup=dedup, workers=workers, strict=strict, rank=rank, nshard=nshard,
+        shard_size=shard_size, dtype=dtype, split=_split_name(inputs), on_start=start, on_progress=advance))
 
 
 def _encoder(encoder: str, layers: Optional[str], device: str, dtype: Optional[str]):

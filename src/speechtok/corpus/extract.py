@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..encoders import Encoder
-from .inputs import Utterance, shard_range
 from ..encoders.base import default_batch_seconds
+from .inputs import Utterance, shard_range
 from .job import DEFAULT_SHARD_SIZE, JobResult, ShardedJob, UtteranceFailed, window_samples
 from .memory import limit_heap_fragmentation
 from .reader import AudioReader, read_ahead, windows

@@ -16,14 +16,15 @@ from typing import Sequence
 import numpy as np
 
 from ..encoders import Encoder
+from ..encoders.base import default_batch_seconds
 from ..quantizers import KMeans
 from ..quantizers.kmeans import DEFAULT_ITERS
 from ..tokenizer import Tokenizer
+from .extract import FeaturesStage
 from .inputs import Utterance
-from .reader import AudioReader, read_ahead, windows
-from ..encoders.base import default_batch_seconds
 from .job import window_samples
 from .memory import limit_heap_fragmentation
+from .reader import AudioReader, read_ahead, windows
 
 DEFAULT_MAX_FRAMES = 500_000  # per stream: 1.5 GiB at 768 dims
 
@@ -105,6 +106,7 @@ def fit_kmeans_corpus(
     chosen = pick_utterances(utterances, percent, seed)
     reservoirs = {s: Reservoir(max_frames, seed + i) for i, s in enumerate(encoder.streams)}
     report = FitReport()
+    features_of = FeaturesStage(encoder, batch_seconds)
     if on_start:
         on_start(len(chosen), 0)
     loaded = read_ahead(enumerate(chosen), AudioReader(encoder), workers=workers)
@@ -115,13 +117,9 @@ def fit_kmeans_corpus(
                 if strict:
                     raise ValueError(f"{item.utterance.describe()}: {item.error}")
                 report.failed.append((item.utterance.describe(), item.error))
-        per_wave = encoder.map_batches([item.wave for item in good],
-                                       lambda f: {s: v.float().cpu().numpy() for s, v in f.items()},
-                                       batch_seconds)
-        for chunks in per_wave:  # in input order, so the sample does not depend on batching
-            for chunk in chunks:
-                for stream, block in chunk.items():
-                    reservoirs[stream].add(block)
+        for features in features_of([item.wave for item in good]) if good else []:
+            for stream, block in features.items():  # in input order: the sample does not depend on batching
+                reservoirs[stream].add(block)
         samples = sum(len(item.wave) for item in good)
         report.files += len(good)
         report.samples += samples

@@ -57,10 +57,9 @@ def read_ahead(
             yield reader(utterance, index)
         return
     pending: deque = deque()
-    items = iter(work)
     with ThreadPoolExecutor(workers, thread_name_prefix="speechtok-read") as pool:
         try:
-            for index, utterance in items:
+            for index, utterance in work:
                 pending.append(pool.submit(reader, utterance, index))
                 if len(pending) >= prefetch:
                     yield pending.popleft().result()

@@ -40,7 +40,6 @@ class UnitsStage:
     def __init__(self, tokenizer: Tokenizer, dedup: bool = False):
         self.tokenizer = tokenizer
         self.dedup = dedup
-        self.dtypes = {s: np.int16 if k <= 2**15 else np.int32 for s, k in zip(tokenizer.streams, tokenizer.vocab_sizes)}
 
     def __call__(self, waves: list[np.ndarray]) -> list[dict]:
         rows = []
@@ -50,8 +49,8 @@ class UnitsStage:
                 one = units.select(stream)
                 if self.dedup:
                     one = one.dedup()
-                    row[f"{stream}_durations"] = one.durations.astype(np.int32)
-                row[stream] = one.codes[:, 0].astype(self.dtypes[stream])
+                    row[f"{stream}_durations"] = one.durations
+                row[stream] = one.codes[:, 0]  # cast to the column's type (`unit_fields`) when written
             rows.append(row)
         return rows
 
@@ -74,10 +73,11 @@ def tokenize_corpus(
 ) -> JobResult:
     """Tokenize `utterances` into Parquet shards under `out` (resumable; see `job.ShardedJob`).
     `split` names the corpus in exported files (`{split}.km`)."""
-    signature = {"command": "tokenize", "tokenizer": tokenizer.config(), "dedup": dedup, "dtype": dtype}
+    config = tokenizer.config()
+    signature = {"command": "tokenize", "tokenizer": config, "dedup": dedup, "dtype": dtype}
     job = ShardedJob(out, utterances, signature, unit_fields(tokenizer, dedup), rank=rank, nshard=nshard,
                      shard_size=shard_size, strict=strict,
-                     metadata={"tokenizer": tokenizer.config(), "frame_rate": tokenizer.frame_rate,
+                     metadata={"tokenizer": config, "frame_rate": tokenizer.frame_rate,
                                "sample_rate": tokenizer.sample_rate, "streams": list(tokenizer.streams),
                                "vocab_sizes": list(tokenizer.vocab_sizes), "dedup": dedup,
                                "split": split})

@@ -212,7 +212,6 @@ class SSLEncoder(Encoder):
         the layer norm over channels reads contiguous memory and no transposed copies are made
         (~40% faster on CPU than the module's conv1d + transpose + LayerNorm + transpose).
         """
-        hidden = batch
         for i, layer in enumerate(self.model.feature_extractor.conv_layers):
             conv = layer.conv
             if i == 0:
