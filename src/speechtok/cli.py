@@ -29,17 +29,34 @@ def _layers(value: Optional[str]) -> Optional[List[int]]:
         raise typer.BadParameter(f"expected comma-separated layer numbers like 7,23, got {value!r}") from None
 
 
-def _load(tokenizer: str, layers: Optional[str], device: str, dtype: Optional[str]):
+def _quiet_transformers() -> None:
+    """transformers' own "Loading weights" bar would interleave with ours."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+def _load(tokenizer: str, layers: Optional[str], device: str, dtype: Optional[str],
+          n_quantizers: Optional[int] = None, bandwidth: Optional[float] = None):
     import speechtok
 
+    _quiet_transformers()
     options = {"device": device}
     if dtype:
         options["dtype"] = dtype
+    if n_quantizers is not None:
+        options["n_quantizers"] = n_quantizers
+    if bandwidth is not None:
+        options["bandwidth"] = bandwidth
     try:
         return speechtok.load(tokenizer, layers=_layers(layers), **options)
     except (KeyError, ValueError, FileNotFoundError, OSError) as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
+
+
+_N_QUANTIZERS = typer.Option(None, "--n-quantizers", help="Codecs: codebooks to keep (default: all for DAC, 8 for EnCodec and Mimi).")
+_BANDWIDTH = typer.Option(None, help="Codecs: choose the codebook count by bitrate in kbps instead, e.g. 6.")
 
 
 @app.command()
@@ -49,6 +66,8 @@ def encode(
     layers: Optional[str] = typer.Option(None, help="Layers of a multi-layer preset, e.g. 7,23 (default: all)."),
     style: str = typer.Option("fairseq", help="Text form: fairseq ('12 7 93'), speechgpt ('<12><7>'), spiritlm ('[Hu12]')."),
     dedup: bool = typer.Option(False, "--dedup", help="Merge repeated units (per stream)."),
+    n_quantizers: Optional[int] = _N_QUANTIZERS,
+    bandwidth: Optional[float] = _BANDWIDTH,
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16."),
 ):
@@ -57,7 +76,7 @@ def encode(
     A file that cannot be read is reported on stderr with the reason; the others are still encoded, and the exit code is 1."""
     from .audio import AudioError
 
-    tok = _load(tokenizer, layers, device, dtype)
+    tok = _load(tokenizer, layers, device, dtype, n_quantizers, bandwidth)
     waves, good, failed = [], [], 0
     for path in files:
         try:
@@ -141,10 +160,12 @@ _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (
 @app.command()
 def tokenize(
     inputs: List[str] = _INPUTS,
-    tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory (from fit-kmeans / import) or preset name."),
+    tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory (from fit-kmeans / import), preset name (`speechtok presets`: k-means or codec), or a codec directory / DAC .pth."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory: Parquet shards, manifest.json, errors.jsonl."),
     layers: Optional[str] = typer.Option(None, help="Layers of a multi-layer preset, e.g. 7,23 (default: all)."),
     dedup: bool = typer.Option(False, "--dedup", help="Merge repeated units per stream; adds <stream>_durations."),
+    n_quantizers: Optional[int] = _N_QUANTIZERS,
+    bandwidth: Optional[float] = _BANDWIDTH,
     batch_seconds: Optional[float] = _BATCH_SECONDS,
     device: str = _DEVICE,
     dtype: Optional[str] = _DTYPE,
@@ -161,7 +182,7 @@ def tokenize(
     from .corpus.tokenize import tokenize_corpus
 
     utterances = _utterances(inputs)
-    tok = _load(tokenizer, layers, device, dtype)
+    tok = _load(tokenizer, layers, device, dtype, n_quantizers, bandwidth)
     if batch_seconds is not None:  # 0 (one file per batch) is a choice too
         tok.batch_seconds = batch_seconds
     _run_job("tokenize", tok.sample_rate, quiet, out, lambda start, advance: tokenize_corpus(
@@ -172,6 +193,7 @@ def tokenize(
 def _encoder(encoder: str, layers: Optional[str], device: str, dtype: Optional[str]):
     from .corpus.imports import build_encoder
 
+    _quiet_transformers()
     options = {"device": device, **({"dtype": dtype} if dtype else {})}
     try:
         return build_encoder(encoder, _layers(layers) or [], **options)
@@ -339,33 +361,81 @@ def import_speechbrain(
 
 @app.command()
 def info(
-    tokenizer: str = typer.Argument(..., help="Tokenizer directory or preset name."),
+    tokenizer: str = typer.Argument(..., help="Tokenizer directory, preset name, or codec directory / DAC .pth."),
     layers: Optional[str] = typer.Option(None, help="Layers of a multi-layer preset, e.g. 7,23."),
+    n_quantizers: Optional[int] = _N_QUANTIZERS,
+    bandwidth: Optional[float] = _BANDWIDTH,
 ):
     """Show a tokenizer's encoder, streams, vocabulary sizes, frame rate and bitrate."""
-    tok = _load(tokenizer, layers, "cpu", None)
+    tok = _load(tokenizer, layers, "cpu", None, n_quantizers, bandwidth)
     config = tok.encoder.config()
     table = Table(title=f"{tokenizer}", show_header=False)
     table.add_row("encoder", str(config.get("model") or config["type"]))
     if config["type"] == "ssl":
         table.add_row("waveform normalisation", str(config["normalize"]))
         table.add_row("chunk", f"{config['chunk_seconds']} s")
+    if config["type"] == "codec":
+        codec = tok.codec
+        table.add_row("codec", f"{codec.family}: {codec.max_quantizers} codebooks of {codec.codebook_size}, "
+                               f"{codec.bandwidth_of(1):g} kbps each")
+        table.add_row("codebooks used", f"{tok.n_quantizers} (choose with --n-quantizers or --bandwidth)")
+        table.add_row("windows", f"{tok.window_seconds:g} s, context {codec.encode_context / codec.sample_rate:.3g} s "
+                                 + ("before (causal)" if codec.causal else "each side (exact)"))
+        table.add_row("decoder", "yes: `speechtok decode` / tok.decode(units)")
     table.add_row("sample rate", f"{tok.sample_rate} Hz")
     table.add_row("frame rate", f"{tok.frame_rate:g} Hz")
-    table.add_row("streams", ", ".join(f"{s} (K={k})" for s, k in zip(tok.streams, tok.vocab_sizes)))
+    if len(set(tok.vocab_sizes)) == 1 and len(tok.streams) > 4:
+        table.add_row("streams", f"{tok.streams[0]}..{tok.streams[-1]} ({len(tok.streams)} x K={tok.vocab_sizes[0]})")
+    else:
+        table.add_row("streams", ", ".join(f"{s} (K={k})" for s, k in zip(tok.streams, tok.vocab_sizes)))
     bits = tok.frame_rate * sum(math.log2(k) for k in tok.vocab_sizes)
-    table.add_row("bitrate", f"{bits:.0f} bit/s before deduplication")
+    table.add_row("bitrate", f"{bits:.0f} bit/s ({bits / 1000:.3g} kbps)"
+                  + ("" if config["type"] == "codec" else " before deduplication"))
     Console().print(table)
+
+
+@app.command()
+def decode(
+    out: Path = typer.Argument(..., help="A directory written by `speechtok tokenize`."),
+    dest: Path = typer.Option(..., "--out", "-o", help="Directory for the audio: <id>.wav per utterance (float WAV at the tokenizer's rate)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Decode with this tokenizer (default: the one that made the tokens, from the manifest)."),
+    batch_seconds: Optional[float] = _BATCH_SECONDS,
+    device: str = _DEVICE,
+    quiet: bool = _QUIET,
+):
+    """Turn a tokenized corpus back into audio, with the tokenizer's decoder (codecs).
+
+    Resumable: files already written are kept, and each file appears only once complete."""
+    from .corpus.decode import decode_corpus, tokenizer_of
+    from .corpus.export import ExportError
+    from .corpus.progress import JobProgress
+
+    _quiet_transformers()
+    try:
+        tok = tokenizer_of(out, device) if tokenizer is None else _load(tokenizer, None, device, None)
+        if batch_seconds is not None:
+            tok.batch_seconds = batch_seconds
+        with JobProgress(err, tok.sample_rate, "decode", quiet) as meter:
+            result = decode_corpus(out, dest, tok, on_start=meter.start, on_progress=meter.advance)
+    except (ExportError, ValueError, FileNotFoundError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if not quiet:
+        hours = result.samples / tok.sample_rate / 3600
+        err.print(f"decode: wrote {result.written} files ({hours:.3f} h) to {dest}"
+                  + (f"; {result.skipped} already there" if result.skipped else ""))
 
 
 @app.command()
 def presets():
     """List the published tokenizers that can be loaded by name."""
-    from .presets import PRESETS
+    from .presets import CODEC_PRESETS, PRESETS
 
     for p in PRESETS.values():  # plain lines: names are never shortened, and grep works
         layers = ",".join(map(str, p.layers))
         typer.echo(f"{p.name:<28} {p.encoder:<28} layers {layers:<18} K={p.k:<5} {p.description}")
+    for c in CODEC_PRESETS.values():
+        typer.echo(f"{c.name:<28} {c.model:<28} {'codec':<33} {c.description}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,5 @@
-"""Published semantic tokenizers by name: which encoder, which layers, which k-means files.
+"""Published tokenizers by name. Semantic: which encoder, which layers, which k-means files.
+Codecs: which transformers model (`CODEC_PRESETS`).
 
 The k-means files are the ones the reference tools publish and users already have:
 - fairseq HuBERT: hubert_base_ls960_L9_km500.bin (layer 9, K=500), labels of HuBERT iteration 2;
@@ -74,11 +75,30 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+@dataclass(frozen=True)
+class CodecPreset:
+    name: str
+    model: str  # hub id of the transformers codec
+    description: str
+
+
+CODEC_PRESETS: dict[str, CodecPreset] = {
+    p.name: p
+    for p in [
+        CodecPreset("dac-16khz", "descript/dac_16khz", "DAC 16 kHz: 12 codebooks x 1024 at 50 Hz (up to 6 kbps)"),
+        CodecPreset("dac-24khz", "descript/dac_24khz", "DAC 24 kHz: 32 codebooks x 1024 at 75 Hz (up to 24 kbps)"),
+        CodecPreset("dac-44khz", "descript/dac_44khz", "DAC 44.1 kHz: 9 codebooks x 1024 at 86.1 Hz (up to 7.75 kbps)"),
+        CodecPreset("encodec-24khz", "facebook/encodec_24khz", "EnCodec 24 kHz: 32 codebooks x 1024 at 75 Hz (1.5-24 kbps)"),
+        CodecPreset("mimi", "kyutai/mimi", "Mimi 24 kHz: 32 codebooks x 2048 at 12.5 Hz (q0 semantic)"),
+    ]
+}
+
+
 def get(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise KeyError(f"no preset named {name!r}; presets: {', '.join(PRESETS)}") from None
+        raise KeyError(f"no preset named {name!r}; presets: {', '.join([*PRESETS, *CODEC_PRESETS])}") from None
 
 
 def layers_for(preset: Preset, layers: Sequence[int] | None) -> tuple[int, ...]:

@@ -1,11 +1,13 @@
-"""Tokenizer: an encoder plus one k-means per stream; saved as JSON + safetensors.
+"""Tokenizers: audio -> Units, and (where there is a decoder) back; saved as JSON + safetensors.
 
     tok = speechtok.load("hubert-base-ls960-L9-km500")      # a preset, or a directory
     units = tok.encode("speech.wav")                        # -> Units
     tok.save_pretrained("my_tokenizer")
 
-A tokenizer directory holds `tokenizer.json` (the encoder reference: hub id or path, and its
-options; one entry per stream) and `kmeans_<stream>.safetensors` + `.json` per stream.
+Two kinds share one interface (`TokenizerBase`): `Tokenizer`, an SSL/MFCC encoder plus one k-means
+per stream (semantic units), and `codecs.CodecTokenizer` (acoustic tokens, with a decoder).
+A semantic tokenizer directory holds `tokenizer.json` (the encoder reference: hub id or path, and
+its options; one entry per stream) and `kmeans_<stream>.safetensors` + `.json` per stream.
 """
 
 from __future__ import annotations
@@ -29,7 +31,54 @@ from .units import Units, layer_of
 CONFIG_NAME = "tokenizer.json"
 
 
-class Tokenizer:
+class TokenizerBase:
+    """What every tokenizer offers. Subclasses set `encoder` (reads audio: `encoder.load`),
+    `batch_seconds`, `streams`, `vocab_sizes`, `sample_rate`, `frame_rate`, and implement
+    `encode_waves`, `config` and `save_pretrained`; those with a decoder override `decode_batch`."""
+
+    encoder: Encoder  # or codecs.CodecAudio: what is used of it is load(), sample_rate, device, config()
+    batch_seconds: float
+    has_decoder = False
+
+    def encode(self, source: AudioSource, sample_rate: int | None = None) -> Units:
+        """Units of one file path or array (`sample_rate` required for arrays)."""
+        return self.encode_batch([source], sample_rate)[0]
+
+    def encode_batch(
+        self,
+        sources: Sequence[AudioSource],
+        sample_rate: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Units]:
+        """Units of each input, encoded in batches. Each result equals what `encode` gives for
+        that input alone. Raises AudioError naming the first bad input."""
+        return self.encode_waves([self.encoder.load(s, sample_rate) for s in sources], progress)
+
+    def encode_waves(self, waves: Sequence[np.ndarray], progress: Callable[[int], None] | None = None) -> list[Units]:
+        """Units of waves already read with `tokenizer.encoder.load` (reading and encoding can
+        then happen in different places, e.g. CPU workers and a GPU). `progress(samples)` is
+        called after each batch."""
+        raise NotImplementedError
+
+    def decode(self, units: Units) -> np.ndarray:
+        """float32 mono audio at `sample_rate` from `units` (as many samples as were encoded)."""
+        return self.decode_batch([units])[0]
+
+    def decode_batch(self, units: Sequence[Units], progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} has no decoder: it cannot turn units back into audio")
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+
+def write_config(directory: Path, config: dict) -> None:
+    """`tokenizer.json`, written last and atomically: a directory with one is complete."""
+    tmp = directory / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps({"speechtok_version": __version__, **config}, indent=2) + "\n")
+    os.replace(tmp, directory / CONFIG_NAME)
+
+
+class Tokenizer(TokenizerBase):
     """Audio -> Units through `encoder` and one quantizer per stream (`{"L9": KMeans, ...}`)."""
 
     def __init__(
@@ -69,24 +118,7 @@ class Tokenizer:
         desc = ", ".join(f"{s}: K={q.k}" for s, q in self.quantizers.items())
         return f"Tokenizer({self.encoder.config().get('model') or 'mfcc'}; {desc}; {self.frame_rate:g} Hz)"
 
-    def encode(self, source: AudioSource, sample_rate: int | None = None) -> Units:
-        """Units of one file path or array (`sample_rate` required for arrays)."""
-        return self.encode_batch([source], sample_rate)[0]
-
-    def encode_batch(
-        self,
-        sources: Sequence[AudioSource],
-        sample_rate: int | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> list[Units]:
-        """Units of each input, encoded in length-bucketed batches. Each result equals what
-        `encode` gives for that input alone. Raises AudioError naming the first bad input."""
-        return self.encode_waves([self.encoder.load(s, sample_rate) for s in sources], progress)
-
     def encode_waves(self, waves: Sequence[np.ndarray], progress: Callable[[int], None] | None = None) -> list[Units]:
-        """Units of waves already read with `tokenizer.encoder.load` (reading and encoding can
-        then happen in different places, e.g. CPU workers and a GPU). `progress(samples)` is
-        called after each batch."""
         per_wave = self.encoder.map_batches(waves, self._quantize, self.batch_seconds, progress)
         empty = np.zeros((0, len(self.quantizers)), dtype=np.int64)
         return [
@@ -119,13 +151,10 @@ class Tokenizer:
         """Write `tokenizer.json` and the k-means files; the encoder is referenced, not copied."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = {"speechtok_version": __version__, **self.config()}
+        config = self.config()
         for entry in config["streams"]:
             entry["file"] = self.quantizers[entry["name"]].save(directory / f"kmeans_{entry['name']}").name
-        # Written last and atomically: a directory with a tokenizer.json is complete.
-        tmp = directory / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, directory / CONFIG_NAME)
+        write_config(directory, config)
         return directory
 
     @classmethod
@@ -152,19 +181,42 @@ class Tokenizer:
         return cls(encoder, quantizers)
 
 
-def load(name_or_path: str | os.PathLike, layers: Sequence[int] | None = None, **options) -> Tokenizer:
-    """A tokenizer from a directory written by `save_pretrained`, or a preset name.
+def load(name_or_path: str | os.PathLike, layers: Sequence[int] | None = None, **options) -> TokenizerBase:
+    """A tokenizer from a directory written by `save_pretrained`, a preset name (`speechtok
+    presets`), or a codec: a local transformers DAC / EnCodec / Mimi directory or an original DAC
+    checkpoint (`.pth`).
 
-    `layers` picks layers of a multi-layer preset (default: all it has). `options`: device
-    ("cpu", "cuda"), dtype ("float32", "bfloat16", "float16"), chunk_seconds.
+    `layers` picks layers of a multi-layer semantic preset (default: all it has). `options`:
+    device ("cpu", "cuda"), dtype ("float32", "bfloat16", "float16"); semantic: chunk_seconds;
+    codecs: n_quantizers or bandwidth (kbps), window_seconds, sample_rate (checkpoints without it).
     """
+    from .codecs import CodecTokenizer
+
     path = Path(name_or_path)
-    if (path / CONFIG_NAME).exists():
-        if layers:
-            raise ValueError("layers= applies to presets; a saved tokenizer has its streams fixed")
-        return Tokenizer.from_pretrained(path, **options)
-    if str(name_or_path) in presets.PRESETS:
-        return Tokenizer.from_preset(str(name_or_path), layers, **options)
+    name = str(name_or_path)
+    saved = (path / CONFIG_NAME).exists()
+    is_codec = (json.loads((path / CONFIG_NAME).read_text()).get("kind") == "codec" if saved
+                else path.is_file() or (path / "config.json").exists() or name in presets.CODEC_PRESETS)
+    if layers and (saved or is_codec):
+        raise ValueError("layers= applies to multi-layer semantic presets; this tokenizer has its streams fixed")
+    if is_codec:  # a codec on disk wins over a preset of the same name
+        source = path if saved or path.exists() else presets.CODEC_PRESETS[name].model
+        return CodecTokenizer.from_pretrained(source, **options)
+    if saved:
+        return Tokenizer.from_pretrained(path, **_semantic_options(options))
+    if name in presets.PRESETS:
+        return Tokenizer.from_preset(name, layers, **_semantic_options(options))
     if path.exists():
         raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; not a speechtok tokenizer directory")
-    raise KeyError(f"{name_or_path!r} is neither a tokenizer directory nor a preset; presets: {', '.join(presets.PRESETS)}")
+    raise KeyError(f"{name!r} is neither a tokenizer directory nor a preset; presets: "
+                   f"{', '.join([*presets.PRESETS, *presets.CODEC_PRESETS])}")
+
+
+_CODEC_ONLY = ("n_quantizers", "bandwidth", "window_seconds", "sample_rate")
+
+
+def _semantic_options(options: dict) -> dict:
+    given = [k for k in _CODEC_ONLY if options.get(k) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to codec tokenizers, not to k-means ones")
+    return {k: v for k, v in options.items() if k not in _CODEC_ONLY}

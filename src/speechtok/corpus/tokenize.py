@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..tokenizer import Tokenizer
+from ..tokenizer import TokenizerBase
 from .inputs import Utterance
 from .job import DEFAULT_SHARD_SIZE, JobResult, ShardedJob, window_samples
 from .reader import AudioReader
@@ -25,7 +25,7 @@ def code_type(vocab_size: int) -> pa.DataType:
     return pa.int16() if vocab_size <= 2**15 else pa.int32()
 
 
-def unit_fields(tokenizer: Tokenizer, dedup: bool) -> list[pa.Field]:
+def unit_fields(tokenizer: TokenizerBase, dedup: bool) -> list[pa.Field]:
     fields = []
     for stream, k in zip(tokenizer.streams, tokenizer.vocab_sizes):
         fields.append(pa.field(stream, pa.list_(code_type(k))))
@@ -37,7 +37,7 @@ def unit_fields(tokenizer: Tokenizer, dedup: bool) -> list[pa.Field]:
 class UnitsStage:
     """Prepared waves -> the unit columns of their rows (a plain callable stage)."""
 
-    def __init__(self, tokenizer: Tokenizer, dedup: bool = False):
+    def __init__(self, tokenizer: TokenizerBase, dedup: bool = False):
         self.tokenizer = tokenizer
         self.dedup = dedup
 
@@ -57,7 +57,7 @@ class UnitsStage:
 
 def tokenize_corpus(
     utterances: Sequence[Utterance],
-    tokenizer: Tokenizer,
+    tokenizer: TokenizerBase,
     out: str | os.PathLike,
     *,
     dedup: bool = False,
