@@ -329,12 +329,14 @@ def import_kmeans(
     encoder: str = typer.Option(..., "--encoder", "-e", help="The SSL model it was fitted on (hub id or directory), or 'mfcc'."),
     layer: Optional[int] = typer.Option(None, "--layer", "-l", help="The layer it was fitted on."),
     out: Path = typer.Option(..., "--out", "-o", help="Tokenizer directory to write."),
+    vocoder: Optional[Path] = typer.Option(None, help="A fairseq / textlesslib CodeHiFiGAN checkpoint for these units (adds `decode`)."),
+    vocoder_config: Optional[Path] = typer.Option(None, help="Its JSON config (default: config.json beside it)."),
 ):
     """One k-means file + its encoder and layer -> a tokenizer directory."""
     from .corpus.imports import import_kmeans as run_import
 
     try:
-        tok = run_import(file, encoder, layer, out)
+        tok = run_import(file, encoder, layer, out, vocoder=vocoder, vocoder_config=vocoder_config)
     except (ValueError, FileNotFoundError, OSError) as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
@@ -382,6 +384,10 @@ def info(
         table.add_row("windows", f"{tok.window_seconds:g} s, context {codec.encode_context / codec.sample_rate:.3g} s "
                                  + ("before (causal)" if codec.causal else "each side (exact)"))
         table.add_row("decoder", "yes: `speechtok decode` / tok.decode(units)")
+    vocoder = getattr(tok, "vocoder", None)
+    if vocoder is not None:
+        table.add_row("decoder", f"unit HiFi-GAN, codebook columns = layers {list(vocoder.layers or [])}, "
+                                 f"K={vocoder.k}, {vocoder.sample_rate} Hz, {vocoder.hop} samples per frame")
     table.add_row("sample rate", f"{tok.sample_rate} Hz")
     table.add_row("frame rate", f"{tok.frame_rate:g} Hz")
     if len(set(tok.vocab_sizes)) == 1 and len(tok.streams) > 4:
@@ -403,7 +409,7 @@ def decode(
     device: str = _DEVICE,
     quiet: bool = _QUIET,
 ):
-    """Turn a tokenized corpus back into audio, with the tokenizer's decoder (codecs).
+    """Turn a tokenized corpus back into audio, with the tokenizer's decoder (a codec's, or the unit vocoder `import speechbrain` brings).
 
     Resumable: files already written are kept, and each file appears only once complete."""
     from .corpus.decode import decode_corpus, tokenizer_of
@@ -415,13 +421,13 @@ def decode(
         tok = tokenizer_of(out, device) if tokenizer is None else _load(tokenizer, None, device, None)
         if batch_seconds is not None:
             tok.batch_seconds = batch_seconds
-        with JobProgress(err, tok.sample_rate, "decode", quiet) as meter:
+        with JobProgress(err, tok.decode_sample_rate, "decode", quiet) as meter:
             result = decode_corpus(out, dest, tok, on_start=meter.start, on_progress=meter.advance)
     except (ExportError, ValueError, FileNotFoundError, OSError) as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     if not quiet:
-        hours = result.samples / tok.sample_rate / 3600
+        hours = result.samples / tok.decode_sample_rate / 3600
         err.print(f"decode: wrote {result.written} files ({hours:.3f} h) to {dest}"
                   + (f"; {result.skipped} already there" if result.skipped else ""))
 

@@ -28,6 +28,7 @@ class Preset:
     k: int
     fetch: Callable[[int], Path]  # layer -> local path of its k-means file
     normalize: bool | None = None  # None: follow the model's feature-extractor config
+    vocoder: str | None = None  # hub repo of a unit vocoder for these units (SpeechBrain hifigan-*)
 
 
 def _fairseq(url: str) -> Callable[[int], Path]:
@@ -64,6 +65,7 @@ PRESETS: dict[str, Preset] = {
                 f"SpeechBrain DiscreteSSL {model} k-means, K=1000, layers {list(SPEECHBRAIN_LAYERS)}",
                 model, SPEECHBRAIN_LAYERS, 1000,
                 _speechbrain(f"speechbrain/hifigan-{name}-k1000-LibriTTS", name),
+                vocoder=f"speechbrain/hifigan-{name}-k1000-LibriTTS",
             )
             for name, model in [
                 ("wavlm", "microsoft/wavlm-large"),

@@ -60,8 +60,13 @@ class TokenizerBase:
         called after each batch."""
         raise NotImplementedError
 
+    @property
+    def decode_sample_rate(self) -> int:
+        """The rate of the audio `decode` gives."""
+        return self.sample_rate
+
     def decode(self, units: Units) -> np.ndarray:
-        """float32 mono audio at `sample_rate` from `units` (as many samples as were encoded)."""
+        """float32 mono audio at `decode_sample_rate` from `units`."""
         return self.decode_batch([units])[0]
 
     def decode_batch(self, units: Sequence[Units], progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
@@ -86,6 +91,7 @@ class Tokenizer(TokenizerBase):
         encoder: Encoder,
         quantizers: Mapping[str, KMeans],
         batch_seconds: float | None = None,
+        vocoder=None,
     ):
         missing = [s for s in quantizers if s not in encoder.streams]
         if missing:
@@ -97,6 +103,31 @@ class Tokenizer(TokenizerBase):
         # a runtime choice, not part of the tokenizer: not saved; None = the device's default
         self.batch_seconds = default_batch_seconds(encoder.device) if batch_seconds is None else batch_seconds
         self._codebooks = tuple(q.centroids.numpy() for q in self.quantizers.values())
+        self._vocoder = vocoder  # a vocoders.UnitVocoder, or None: then there is no `decode`
+        self._vocoder_factory: Callable[[], object] | None = None  # presets: fetched on first decode
+        self.source: str | None = None  # the directory or preset it was loaded from, if any
+
+    @property
+    def vocoder(self):
+        if self._vocoder is None and self._vocoder_factory is not None:
+            self._vocoder = self._vocoder_factory()
+        return self._vocoder
+
+    @property
+    def has_decoder(self) -> bool:
+        return self._vocoder is not None or self._vocoder_factory is not None
+
+    @property
+    def decode_sample_rate(self) -> int:
+        return self.vocoder.sample_rate if self.has_decoder else self.sample_rate
+
+    def decode_batch(self, units: Sequence[Units], progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """Audio of each Units through the unit vocoder (SpeechBrain's hifigan-*-k1000 from `import
+        speechbrain`): `len(units) * hop` samples at the vocoder's rate, every stream in the column
+        of its layer."""
+        if not self.has_decoder:
+            return super().decode_batch(units, progress)
+        return self.vocoder.decode_batch(units, progress)
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -154,6 +185,9 @@ class Tokenizer(TokenizerBase):
         config = self.config()
         for entry in config["streams"]:
             entry["file"] = self.quantizers[entry["name"]].save(directory / f"kmeans_{entry['name']}").name
+        if self.has_decoder:
+            self.vocoder.save(directory)
+            config["vocoder"] = "vocoder.json"
         write_config(directory, config)
         return directory
 
@@ -169,7 +203,14 @@ class Tokenizer(TokenizerBase):
         layers = [layer_of(n) for n in names if n.startswith("L")]
         encoder = from_config(config["encoder"], layers, base_dir=directory, **options)
         quantizers = {s["name"]: KMeans.load(directory / s["file"]) for s in config["streams"]}
-        return cls(encoder, quantizers)
+        vocoder = None
+        if config.get("vocoder"):
+            from .vocoders import UnitVocoder
+
+            vocoder = UnitVocoder.load(directory, device=options.get("device", "cpu"))
+        tok = cls(encoder, quantizers, vocoder=vocoder)
+        tok.source = str(directory.resolve())
+        return tok
 
     @classmethod
     def from_preset(cls, name: str, layers: Sequence[int] | None = None, **options) -> Tokenizer:
@@ -178,7 +219,14 @@ class Tokenizer(TokenizerBase):
         chosen = presets.layers_for(preset, layers)
         quantizers = {f"L{n}": KMeans.load(preset.fetch(n)) for n in chosen}
         encoder = SSLEncoder.from_pretrained(preset.encoder, chosen, normalize=preset.normalize, **options)
-        return cls(encoder, quantizers)
+        tok = cls(encoder, quantizers)
+        tok.source = name
+        if preset.vocoder:  # the unit HiFi-GAN of the same repo, fetched only when decoding
+            from .vocoders import UnitVocoder
+
+            tok._vocoder_factory = lambda: UnitVocoder.from_speechbrain(
+                preset.vocoder, layers=preset.layers, device=options.get("device", "cpu"))
+        return tok
 
 
 def load(name_or_path: str | os.PathLike, layers: Sequence[int] | None = None, **options) -> TokenizerBase:

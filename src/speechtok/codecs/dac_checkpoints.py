@@ -8,9 +8,8 @@ Two layouts hold the same network under Descript's module names:
   `parametrizations.weight.original0` (g) / `original1` (v), no metadata; the configuration is
   read off the tensor shapes and the sample rate is given (or known from the published models).
 
-Weight norm is folded (w = g * v / |v|, the norm over all but the first dimension, as
-`torch.nn.utils.weight_norm` computes it for both Conv1d and ConvTranspose1d) since transformers'
-DacModel holds plain weights. Every key must be used: an unknown key is an error naming it.
+Weight norm is folded (`checkpoints.fold_weight_norm`) since transformers' DacModel holds plain
+weights. Every key must be used: an unknown key is an error naming it.
 """
 
 from __future__ import annotations
@@ -20,14 +19,13 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoints import CheckpointError, fold_weight_norm, load_checkpoint
+
 # Sample rate of each published Descript model, by (hop, codebooks): 16 and 24 kHz share a hop.
 PUBLISHED_RATES = {(320, 12): 16000, (320, 32): 24000, (512, 9): 44100, (512, 18): 44100}
 
-_WEIGHT_NORM = {"weight_g": "g", "weight_v": "v", "parametrizations.weight.original0": "g",
-                "parametrizations.weight.original1": "v"}
 
-
-class DacCheckpointError(ValueError):
+class DacCheckpointError(CheckpointError):
     pass
 
 
@@ -36,13 +34,7 @@ def load_dac_checkpoint(path: str | Path, sample_rate: int | None = None):
     from transformers import DacConfig, DacModel
 
     path = Path(path)
-    try:
-        # weights_only: tensors and plain containers only; a file that needs more is refused.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError and others
-        raise DacCheckpointError(f"{path}: not a loadable DAC checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(checkpoint, dict):
-        raise DacCheckpointError(f"{path}: expected a dict of weights, found {type(checkpoint).__name__}")
+    checkpoint = load_checkpoint(path, "DAC checkpoint")
     state = checkpoint.get("state_dict", checkpoint)
     kwargs = dict((checkpoint.get("metadata") or {}).get("kwargs") or {})
     weights = fold_weight_norm(state, path)
@@ -73,28 +65,6 @@ def load_dac_checkpoint(path: str | Path, sample_rate: int | None = None):
         raise DacCheckpointError(f"{path}: weights do not fit the DAC model: missing {missing[:5]}, "
                                  f"unexpected {unexpected[:5]}")
     return model.eval()
-
-
-def fold_weight_norm(state: dict, path: Path) -> dict[str, torch.Tensor]:
-    """Plain weights: every (g, v) pair folded into `weight`; other tensors as they are."""
-    plain: dict[str, torch.Tensor] = {}
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for name, tensor in state.items():
-        if not isinstance(tensor, torch.Tensor):
-            raise DacCheckpointError(f"{path}: {name} is a {type(tensor).__name__}, not a tensor")
-        for suffix, part in _WEIGHT_NORM.items():
-            if name.endswith("." + suffix):
-                pairs.setdefault(name[: -len(suffix)] + "weight", {})[part] = tensor.float()
-                break
-        else:
-            plain[name] = tensor.float()
-    for name, pair in pairs.items():
-        if set(pair) != {"g", "v"}:
-            raise DacCheckpointError(f"{path}: {name} has only the {', '.join(pair)} half of its weight norm")
-        v = pair["v"]
-        norm = v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
-        plain[name] = pair["g"] * v / norm
-    return plain
 
 
 # Descript's module paths -> transformers'. Both stacks are Sequentials: encoder.block = [conv,

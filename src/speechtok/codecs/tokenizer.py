@@ -24,7 +24,7 @@ from ..audio import AudioSource, load_audio
 from ..encoders.base import default_batch_seconds
 from ..tokenizer import CONFIG_NAME, TokenizerBase, write_config
 from ..units import Units
-from . import windows
+from .. import windows
 from .models import CodecError, CodecModel, load_codec
 
 DEFAULT_WINDOW_SECONDS = 30.0

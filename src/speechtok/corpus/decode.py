@@ -33,14 +33,24 @@ class DecodeResult:
 
 
 def tokenizer_of(out: str | os.PathLike, device: str = "cpu") -> TokenizerBase:
-    """The tokenizer that tokenized `out`, rebuilt from its manifest."""
+    """The tokenizer that tokenized `out`: a codec rebuilt from the manifest's config; a semantic
+    tokenizer reloaded from the directory it was loaded from (which holds its vocoder)."""
     from ..codecs import CodecTokenizer
+    from ..tokenizer import load
 
-    config = read_manifests(Path(out))[0]["tokenizer"]
-    if config.get("kind") != "codec":
-        raise ExportError(f"{out} holds {config.get('kind', 'semantic')} units; their tokenizer has no decoder "
-                          "(unit vocoders are not supported yet); pass --tokenizer to decode with another one")
-    return CodecTokenizer.from_config(config, device=device)
+    manifest = read_manifests(Path(out))[0]
+    config = manifest["tokenizer"]
+    if config.get("kind") == "codec":
+        return CodecTokenizer.from_config(config, device=device)
+    source = manifest.get("tokenizer_source")
+    from ..presets import PRESETS
+
+    known = source and (Path(source).exists() or source in PRESETS)  # a tokenizer directory or a preset name
+    tokenizer = load(source, device=device) if known else None
+    if tokenizer is None or not tokenizer.has_decoder:
+        raise ExportError(f"{out} holds semantic units and the tokenizer that made them has no decoder (a unit "
+                          "vocoder comes with `speechtok import speechbrain`); pass --tokenizer with one that has")
+    return tokenizer
 
 
 def decode_corpus(out: str | os.PathLike, dest: str | os.PathLike, tokenizer: TokenizerBase,
@@ -51,22 +61,25 @@ def decode_corpus(out: str | os.PathLike, dest: str | os.PathLike, tokenizer: To
     out, dest = Path(out), Path(dest)
     manifests = read_manifests(out)
     meta = manifests[0]
-    if meta.get("dedup"):
-        raise ExportError(f"{out} was tokenized with --dedup; deduplicated codes cannot be decoded")
+    streams = meta["streams"]
+    if meta.get("dedup") and len(streams) > 1:
+        raise ExportError(f"{out} was tokenized with --dedup over several streams, each deduplicated on its "
+                          "own; such rows cannot be decoded together")
     if not tokenizer.has_decoder:
         raise ExportError(f"{type(tokenizer).__name__} has no decoder")
-    streams = meta["streams"]
+    durations = f"{streams[0]}_durations" if meta.get("dedup") else None
     shards = [out / s["file"] for m in manifests for s in m["shards"]]
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in shards)
     if on_start is not None:
         on_start(total, 0)
     result = DecodeResult()
-    budget = int(DECODE_BATCH_SECONDS * tokenizer.sample_rate)
+    budget = int(DECODE_BATCH_SECONDS * meta["sample_rate"])
     for shard in shards:
-        table = pq.read_table(shard, columns=["id", "num_samples", *streams])
+        table = pq.read_table(shard, columns=["id", "num_samples", *streams, *([durations] if durations else [])])
         ids = table.column("id").to_pylist()
         sizes = table.column("num_samples").to_pylist()
         columns = [table.column(s).to_pylist() for s in streams]
+        runs = table.column(durations).to_pylist() if durations else None
         pending: list[tuple[Path, Units]] = []
         for row, utterance in enumerate(ids):
             target = dest / f"{utterance}.wav"
@@ -78,7 +91,8 @@ def decode_corpus(out: str | os.PathLike, dest: str | os.PathLike, tokenizer: To
             codes = np.stack([np.asarray(c[row], dtype=np.int64) for c in columns], axis=1)
             pending.append((target, Units(codes=codes, streams=streams, frame_rate=meta["frame_rate"],
                                           vocab_sizes=meta["vocab_sizes"], num_samples=sizes[row],
-                                          sample_rate=meta["sample_rate"])))
+                                          sample_rate=meta["sample_rate"],
+                                          durations=None if runs is None else runs[row])))
             if sum(u.num_samples for _, u in pending) >= budget:
                 _write(pending, tokenizer, result, on_progress)
                 pending = []
@@ -92,7 +106,7 @@ def _write(pending: list[tuple[Path, Units]], tokenizer: TokenizerBase, result: 
     for (target, units), audio in zip(pending, tokenizer.decode_batch([u for _, u in pending])):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        sf.write(tmp, audio, tokenizer.sample_rate, format="WAV", subtype="FLOAT")
+        sf.write(tmp, audio, tokenizer.decode_sample_rate, format="WAV", subtype="FLOAT")
         os.replace(tmp, target)  # a .wav that exists is complete
         result.written += 1
         result.samples += len(audio)

@@ -39,13 +39,24 @@ def check_dims(encoder: Encoder, quantizers: dict[str, KMeans]) -> None:
                              f"{stream} features have {dims[stream]} dims: wrong encoder or layer?")
 
 
-def import_kmeans(path: str | os.PathLike, encoder: str, layer: int | None, out: str | os.PathLike, **options) -> Tokenizer:
+def import_kmeans(path: str | os.PathLike, encoder: str, layer: int | None, out: str | os.PathLike,
+                  vocoder: str | os.PathLike | None = None, vocoder_config: str | os.PathLike | None = None,
+                  **options) -> Tokenizer:
+    """One k-means file -> a tokenizer directory; with `vocoder`, a fairseq / textlesslib
+    CodeHiFiGAN checkpoint for these units goes with it."""
     km = KMeans.load(path)
     enc = build_encoder(encoder, [] if layer is None else [layer], **options)
     stream = "mfcc" if encoder == "mfcc" else f"L{layer}"
     quantizers = {stream: km}
     check_dims(enc, quantizers)
-    tok = Tokenizer(enc, quantizers)
+    unit_vocoder = None
+    if vocoder is not None:
+        from ..vocoders import UnitVocoder
+
+        unit_vocoder = UnitVocoder.from_fairseq(vocoder, vocoder_config)
+        if unit_vocoder.k != km.k:
+            raise ValueError(f"{vocoder} takes {unit_vocoder.k} units, but {path} has K={km.k}")
+    tok = Tokenizer(enc, quantizers, vocoder=unit_vocoder)
     tok.save_pretrained(out)
     return tok
 
@@ -82,6 +93,23 @@ def import_speechbrain(source: str | os.PathLike, encoder: str, out: str | os.Pa
     quantizers = {f"L{n}": KMeans.load(files[n]) for n in chosen}
     enc = build_encoder(encoder, chosen, **options)
     check_dims(enc, quantizers)
-    tok = Tokenizer(enc, quantizers)
+    tok = Tokenizer(enc, quantizers, vocoder=speechbrain_vocoder(source, sorted(files)))
     tok.save_pretrained(out)
     return tok
+
+
+def speechbrain_vocoder(source: str | os.PathLike, layers: Sequence[int]):
+    """The repo's unit HiFi-GAN, if it has one (hyperparams.yaml + generator.ckpt); its codebook
+    columns are the repo's layers, all of them, whichever the tokenizer keeps."""
+    from ..vocoders import UnitVocoder
+    from ..vocoders.speechbrain import GENERATOR, HYPERPARAMS
+
+    directory = Path(source)
+    if directory.is_dir():
+        if not ((directory / HYPERPARAMS).exists() and (directory / GENERATOR).exists()):
+            return None
+        return UnitVocoder.from_speechbrain(directory, layers=layers)
+    try:
+        return UnitVocoder.from_speechbrain(str(source), layers=layers)
+    except FileNotFoundError:  # a k-means-only repo, or the vocoder not fetchable now
+        return None

@@ -80,7 +80,7 @@ def tokenize_corpus(
                      metadata={"tokenizer": config, "frame_rate": tokenizer.frame_rate,
                                "sample_rate": tokenizer.sample_rate, "streams": list(tokenizer.streams),
                                "vocab_sizes": list(tokenizer.vocab_sizes), "dedup": dedup,
-                               "split": split})
+                               "split": split, "tokenizer_source": getattr(tokenizer, "source", None)})
     window = window_samples(tokenizer.batch_seconds, tokenizer.sample_rate)
     return job.run(AudioReader(tokenizer.encoder), UnitsStage(tokenizer, dedup), window_samples=window,
                    workers=workers, on_start=on_start, on_progress=on_progress)
