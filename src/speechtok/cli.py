@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -164,6 +165,7 @@ def tokenize(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory: Parquet shards, manifest.json, errors.jsonl."),
     layers: Optional[str] = typer.Option(None, help="Layers of a multi-layer preset, e.g. 7,23 (default: all)."),
     dedup: bool = typer.Option(False, "--dedup", help="Merge repeated units per stream; adds <stream>_durations."),
+    bpe: Optional[Path] = typer.Option(None, "--bpe", help="A unit BPE directory (`speechtok bpe train`): adds <stream>_bpe, the BPE ids of its stream."),
     n_quantizers: Optional[int] = _N_QUANTIZERS,
     bandwidth: Optional[float] = _BANDWIDTH,
     batch_seconds: Optional[float] = _BATCH_SECONDS,
@@ -179,15 +181,25 @@ def tokenize(
     """Tokenize a corpus into Parquet shards: one row per utterance with its units.
 
     Resumable: run the same command again after a crash and finished shards are kept. Bad files are recorded in errors.jsonl and the job goes on; the exit code is 1 if any failed."""
-    from .corpus.tokenize import tokenize_corpus
+    from .bpe import UnitBPE
+    from .corpus.tokenize import check_bpe, tokenize_corpus
 
     utterances = _utterances(inputs)
     tok = _load(tokenizer, layers, device, dtype, n_quantizers, bandwidth)
+    unit_bpe = None
+    if bpe is not None:
+        try:
+            unit_bpe = UnitBPE.load(bpe)
+            check_bpe(tok, unit_bpe)
+        except ValueError as error:
+            err.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from None
     if batch_seconds is not None:  # 0 (one file per batch) is a choice too
         tok.batch_seconds = batch_seconds
     _run_job("tokenize", tok.sample_rate, quiet, out, lambda start, advance: tokenize_corpus(
         utterances, tok, out, dedup=dedup, workers=workers, strict=strict, rank=rank, nshard=nshard,
-        shard_size=shard_size, dtype=dtype, split=_split_name(inputs), on_start=start, on_progress=advance))
+        shard_size=shard_size, dtype=dtype, split=_split_name(inputs), bpe=unit_bpe, on_start=start,
+        on_progress=advance))
 
 
 def _encoder(encoder: str, layers: Optional[str], device: str, dtype: Optional[str]):
@@ -210,7 +222,7 @@ def _split_name(inputs: List[str]) -> Optional[str]:
 @app.command("fit-kmeans")
 def fit_kmeans(
     inputs: List[str] = _INPUTS,
-    encoder: str = typer.Option(..., "--encoder", "-e", help="SSL model (hub id or local directory), or 'mfcc'."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="SSL model (hub id, local directory, or original fairseq / WavLM / s3prl checkpoint file), or 'mfcc'."),
     layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Layer(s) to cluster, e.g. 6 or 7,12,18 (one k-means each, one pass over the audio)."),
     k: int = typer.Option(..., "-k", help="Number of clusters."),
     out: Path = typer.Option(..., "--out", "-o", help="Tokenizer directory to write (for `tokenize -t` and speechtok.load)."),
@@ -257,7 +269,7 @@ def fit_kmeans(
 @app.command()
 def extract(
     inputs: List[str] = _INPUTS,
-    encoder: str = typer.Option(..., "--encoder", "-e", help="SSL model (hub id or local directory), or 'mfcc'."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="SSL model (hub id, local directory, or original fairseq / WavLM / s3prl checkpoint file), or 'mfcc'."),
     layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Layers to extract, e.g. 6,9."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
     fmt: str = typer.Option("parquet", "--format", help="parquet (shards, resumable) or fairseq ({split}_{rank}_{nshard}.npy + .len per layer)."),
@@ -319,6 +331,222 @@ def export(
     err.print(f"wrote {len(written)} files to {dest}")
 
 
+@app.command("hubert-labels")
+def hubert_labels(
+    train: str = typer.Option(..., help="Train split: a fairseq .tsv (or any input: directory, list, JSONL). The k-means is fitted on it."),
+    valid: Optional[List[str]] = typer.Option(None, help="Other splits labelled with the SAME k-means (repeatable), e.g. valid.tsv."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="'mfcc' (iteration 1), or the SSL model of the previous iteration (hub id, directory or fairseq .pt)."),
+    layer: Optional[int] = typer.Option(None, "--layer", "-l", help="SSL layer (fairseq's 1-based output layer = hidden_states index), e.g. 6 or 9."),
+    k: int = typer.Option(..., "-k", help="Clusters: 100 for MFCC, 500 for SSL layers in the HuBERT recipe."),
+    out: Path = typer.Option(..., "--out", "-o", help="Label directory: <split>.km, dict.km.txt, labels.json (+ tokenizer/, units/)."),
+    percent: Optional[float] = typer.Option(None, help="Fit on a random PERCENT of the train utterances (fairseq's README: 10)."),
+    max_frames: int = typer.Option(500_000, help="Frames kept for fitting: a uniform sample of all frames seen."),
+    seed: int = typer.Option(0, help="Seed of the sampling and of k-means++."),
+    device: str = _DEVICE,
+    workers: int = _WORKERS,
+    quiet: bool = _QUIET,
+):
+    """HuBERT training targets: fit ONE k-means on train, label every split with it, write fairseq's <split>.km + dict.km.txt, and check label counts against audio lengths.
+
+    Resumable: a re-run keeps the fitted k-means and the finished shards. Prints the label rate to put in the training config (task.label_rate: 100 for MFCC, 50 for SSL layers). Utterances whose audio and label durations differ by more than 0.1 s (fairseq's check) are reported, with exit code 1."""
+    from .corpus import InputError
+    from .corpus.labels import LabelsFailed
+    from .corpus.labels import hubert_labels as run_labels
+    from .corpus.progress import JobProgress
+
+    if encoder != "mfcc" and layer is None:
+        raise typer.BadParameter("--layer is needed for an SSL encoder")
+    splits, manifests = {}, {}
+    for given in [train, *(valid or [])]:
+        name = _split_name([given]) or ("train" if not splits else "valid" if len(splits) == 1 else f"valid{len(splits) - 1}")
+        if name in splits:
+            raise typer.BadParameter(f"two splits are named {name!r}; give .tsv files with different names")
+        splits[name] = _utterances([given])
+        manifests[name] = Path(given) if given.endswith(".tsv") else None
+    enc = _encoder(encoder, None if layer is None else str(layer), device, None)
+    try:
+        report = run_labels(splits, enc, k, out, fit_split=next(iter(splits)), tsv=manifests, percent=percent,
+                            max_frames=max_frames, seed=seed, workers=workers,
+                            stage=lambda label, rate: JobProgress(err, rate, label, quiet))
+    except LabelsFailed as error:
+        err.print(f"[red]error:[/red] {error}")
+        for e in error.errors[:10]:
+            err.print(f"  {e['id']} ({e['path']}): {e['reason']}")
+        raise typer.Exit(1) from None
+    except (InputError, ValueError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    bad = _print_label_checks(report.checks)
+    err.print(f"wrote {', '.join(Path(f).name for f in report.files)} to {out}; k-means {'fitted on' if report.refitted else 'kept from an earlier run on'} "
+              f"{next(iter(splits))} ({report.tokenizer})", soft_wrap=True, markup=False)
+    err.print(f"label rate: {report.label_rate:g} Hz -> set task.label_rate={report.label_rate:g}, "
+              f"task.labels=[km], task.label_dir={out} (dict.km.txt has K={report.k})", soft_wrap=True, markup=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _print_label_checks(checks) -> int:
+    """Print fairseq-style label length checks; the number of mismatched utterances."""
+    bad = 0
+    for check in checks:
+        line = (f"{check.split}: {check.utterances} utterances, {check.labels} labels at {check.label_rate:g} Hz; "
+                f"{len(check.mismatches)} differ from their audio by more than 0.1 s")
+        err.print(line, style="yellow" if check.mismatches else None, soft_wrap=True, markup=False)
+        for m in check.mismatches[:10]:
+            err.print(f"  {m.id}: audio {m.audio_seconds:.3f} s, labels {m.label_seconds:.3f} s", soft_wrap=True,
+                      markup=False)
+        if len(check.mismatches) > 10:
+            err.print(f"  ... and {len(check.mismatches) - 10} more")
+        bad += len(check.mismatches)
+    return bad
+
+
+eval_app = typer.Typer(help="Measure units: teacher quality against phones, codebook statistics, label lengths.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("purity")
+def eval_purity(
+    tokens: Path = typer.Argument(..., help="A directory written by `speechtok tokenize`."),
+    alignments: Path = typer.Option(..., "--alignments", "-a", help="Frame-level phones: fairseq's tsv (uid<TAB>ph,ph,...), an MFA .TextGrid, or a directory of them."),
+    stream: Optional[str] = typer.Option(None, help="Stream to measure (default: the only one)."),
+    phone_rate: float = typer.Option(100.0, help="Frame rate of the phone labels (fairseq's are 100 Hz); units are brought to it."),
+    keep_stress: bool = typer.Option(False, "--keep-stress", help="Keep stress digits (AH0); fairseq removes them."),
+    tier: Optional[str] = typer.Option(None, help="TextGrid tier with the phones (default: phones)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """Phone purity, cluster purity and PNMI of units, as fairseq's measure_teacher_quality.py defines them."""
+    from .alignments import AlignmentError
+    from .corpus.evaluate import purity
+    from .corpus.export import ExportError
+
+    try:
+        quality = purity(tokens, alignments, stream, phone_rate, keep_stress, tier)
+    except (ExportError, AlignmentError, ValueError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(quality.as_dict()))
+        return
+    q = quality
+    table = Table(title=f"teacher quality of {tokens}", show_header=False)
+    for name, value in [
+        ("phone purity", f"{q.phone_purity:.4f}"), ("cluster purity", f"{q.cluster_purity:.4f}"),
+        ("PNMI = I(phone; unit) / H(phone)", f"{q.pnmi:.4f}"), ("H(phone), nats", f"{q.phone_entropy:.4f}"),
+        ("H(unit), nats", f"{q.unit_entropy:.4f}"), ("frames", f"{q.frames} at {phone_rate:g} Hz"),
+        ("phones / units seen", f"{q.phones} / {q.units}"),
+        ("utterances", f"{q.utterances}" + (f" ({q.missing} aligned but not tokenized)" if q.missing else "")),
+        ("frame difference", f"{q.frame_difference} (phone vs unit frames, summed over utterances)"),
+    ]:
+        table.add_row(name, value)
+    Console().print(table)
+
+
+@eval_app.command("stats")
+def eval_stats(
+    tokens: Path = typer.Argument(..., help="A directory written by `speechtok tokenize`."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+):
+    """Per stream: codebook usage, unit entropy and perplexity, tokens per second and bitrate."""
+    from .corpus.evaluate import stats
+    from .corpus.export import ExportError
+
+    try:
+        rows = stats(tokens)
+    except (ExportError, ValueError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row.as_dict()))
+        return
+    table = Table(title=f"units of {tokens}")
+    for name in ("stream", "K", "used", "entropy", "perplexity", "tokens/s", "bitrate: log2 K", "bitrate: entropy"):
+        table.add_column(name, no_wrap=True)
+    for r in rows:
+        table.add_row(r.stream, str(r.k), f"{r.used} ({100 * r.usage:.1f}%)", f"{r.entropy_bits:.3f} bits",
+                      f"{r.perplexity:.1f}", f"{r.tokens_per_second:.2f}", f"{r.nominal_bitrate:.0f} bit/s",
+                      f"{r.entropy_bitrate:.0f} bit/s")
+    Console(width=max(120, Console().width)).print(table)
+
+
+@eval_app.command("labels")
+def eval_labels(
+    tsv: Path = typer.Argument(..., help="fairseq manifest (root line, then path<TAB>num_samples)."),
+    km: Path = typer.Argument(..., help="Its labels: one line of units per utterance, in the .tsv's order."),
+    label_rate: float = typer.Option(..., help="Labels per second: 100 for MFCC, 50 for SSL layers."),
+    sample_rate: int = typer.Option(16000, help="Sample rate of the .tsv's sample counts."),
+):
+    """Check label counts against audio lengths as fairseq's verify_label_lengths does (0.1 s tolerance); exit 1 on any mismatch."""
+    from .corpus import InputError
+    from .corpus.labels import check_km_against_tsv
+
+    try:
+        check = check_km_against_tsv(tsv, km, label_rate, sample_rate)
+    except (InputError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if _print_label_checks([check]):
+        raise typer.Exit(1)
+
+
+bpe_app = typer.Typer(help="Byte-pair encoding of unit sequences (SentencePiece).", no_args_is_help=True)
+app.add_typer(bpe_app, name="bpe")
+
+
+@bpe_app.command("train")
+def bpe_train(
+    tokens: Path = typer.Argument(..., help="A directory written by `speechtok tokenize` (BPE is learned on its stored units; deduplicated if it was run with --dedup)."),
+    vocab_size: int = typer.Option(..., "--vocab-size", help="BPE pieces in all: every unit seen + 256 byte pieces + 3 specials + merges."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write: bpe.model (SentencePiece) + bpe.json."),
+    stream: Optional[str] = typer.Option(None, help="Stream to learn on (default: the only one)."),
+):
+    """Train a BPE over the unit sequences of a tokenized corpus; use it with `speechtok tokenize --bpe`.
+
+    Units become characters by a fixed, documented mapping (CJK ideographs, reversible for K up to 65,536); decoding gives the units back exactly."""
+    import numpy as np
+
+    from .bpe import UnitBPE
+    from .corpus.export import ExportError, choose_stream, read_rows
+
+    try:
+        table, manifests = read_rows(tokens)
+        stream = choose_stream(manifests[0]["streams"], stream, tokens)
+        k = manifests[0]["vocab_sizes"][manifests[0]["streams"].index(stream)]
+        bpe = UnitBPE.train((np.asarray(c) for c in table.column(stream).to_pylist()), k, vocab_size, stream)
+    except (ExportError, ValueError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    bpe.save_pretrained(out)
+    lengths = table.column(stream).to_pylist()
+    units = sum(len(c) for c in lengths)
+    pieces = sum(len(bpe.encode(c)) for c in lengths)
+    err.print(f"wrote {out}: {bpe.vocab_size} pieces over {stream} (K={k}); the corpus's {units} units are "
+              f"{pieces} pieces ({units / max(pieces, 1):.2f} units per piece)")
+
+
+@app.command()
+def convert(
+    checkpoint: Path = typer.Argument(..., help="fairseq wav2vec2 / HuBERT (.pt, pre-trained or fine-tuned), Microsoft WavLM (.pt) or s3prl converted checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write: config.json, model.safetensors, preprocessor_config.json."),
+):
+    """Convert an original SSL checkpoint into a transformers model directory.
+
+    Not needed to use one: every --encoder option (and SSLEncoder.from_pretrained) takes the checkpoint file itself and converts it on the fly. The checkpoint is read without running code from it (an allow-list of the types such files hold); weights and config fields that do not map are an error naming them."""
+    from .encoders.checkpoints import convert as run_convert
+
+    _quiet_transformers()
+    try:
+        run_convert(checkpoint, out)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    fields = json.loads((out / "config.json").read_text())
+    err.print(f"wrote {out}: {fields['model_type']}, {fields['num_hidden_layers']} layers x {fields['hidden_size']}, "
+              f"feature extractor {fields['feat_extract_norm']} norm, "
+              f"{'stable' if fields['do_stable_layer_norm'] else 'post'} layer norm")
+
+
 import_app = typer.Typer(help="Make a speechtok tokenizer from k-means other tools wrote.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
@@ -326,7 +554,7 @@ app.add_typer(import_app, name="import")
 @import_app.command("kmeans")
 def import_kmeans(
     file: Path = typer.Argument(..., help="scikit-learn k-means (joblib/pickle, e.g. fairseq's km.bin) or centroid .npy [K, D]."),
-    encoder: str = typer.Option(..., "--encoder", "-e", help="The SSL model it was fitted on (hub id or directory), or 'mfcc'."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="The SSL model it was fitted on (hub id, directory or original checkpoint file), or 'mfcc'."),
     layer: Optional[int] = typer.Option(None, "--layer", "-l", help="The layer it was fitted on."),
     out: Path = typer.Option(..., "--out", "-o", help="Tokenizer directory to write."),
     vocoder: Optional[Path] = typer.Option(None, help="A fairseq / textlesslib CodeHiFiGAN checkpoint for these units (adds `decode`)."),

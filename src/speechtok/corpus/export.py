@@ -55,6 +55,17 @@ def read_rows(out: str | os.PathLike) -> tuple[pa.Table, list[dict]]:
     return table.sort_by("index"), manifests
 
 
+def choose_stream(streams: list[str], stream: str | None, out: Path) -> str:
+    """`stream`, checked against the corpus's streams; or its only stream."""
+    if stream is None:
+        if len(streams) > 1:
+            raise ExportError(f"{out} has streams {', '.join(streams)}; choose one with --stream")
+        return streams[0]
+    if stream not in streams:
+        raise ExportError(f"{out} has no stream {stream!r} (it has {', '.join(streams)})")
+    return stream
+
+
 def export(out: str | os.PathLike, fmt: str, dest: str | os.PathLike, split: str | None = None,
            style: str = "fairseq", allow_missing: bool = False) -> list[Path]:
     """Write `fmt` files of the corpus tokenized into `out` under `dest`; returns what was written."""

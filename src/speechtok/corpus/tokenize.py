@@ -3,7 +3,8 @@
 Columns: id, path, start, duration, index, num_samples (see `job.BASE_FIELDS`), then one list of
 raw codes per stream, named after the stream (`L9`, `mfcc`, `q0`...). With `dedup`, each stream
 is deduplicated on its own (as SpeechBrain does) and `<stream>_durations` holds the run lengths
-in frames.
+in frames. With a unit BPE (`speechtok bpe train`), `<stream>_bpe` holds the BPE piece ids of its
+stream's (stored, so deduplicated if `dedup`) codes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from ..bpe import UnitBPE
 from ..tokenizer import TokenizerBase
 from .inputs import Utterance
 from .job import DEFAULT_SHARD_SIZE, JobResult, ShardedJob, window_samples
@@ -25,21 +27,34 @@ def code_type(vocab_size: int) -> pa.DataType:
     return pa.int16() if vocab_size <= 2**15 else pa.int32()
 
 
-def unit_fields(tokenizer: TokenizerBase, dedup: bool) -> list[pa.Field]:
+def unit_fields(tokenizer: TokenizerBase, dedup: bool, bpe: UnitBPE | None = None) -> list[pa.Field]:
     fields = []
     for stream, k in zip(tokenizer.streams, tokenizer.vocab_sizes):
         fields.append(pa.field(stream, pa.list_(code_type(k))))
         if dedup:
             fields.append(pa.field(f"{stream}_durations", pa.list_(pa.int32())))
+        if bpe is not None and bpe.stream == stream:
+            fields.append(pa.field(f"{stream}_bpe", pa.list_(pa.int32())))
     return fields
+
+
+def check_bpe(tokenizer: TokenizerBase, bpe: UnitBPE) -> None:
+    """The BPE must have been trained on a stream of this tokenizer, with its K."""
+    sizes = dict(zip(tokenizer.streams, tokenizer.vocab_sizes))
+    if bpe.stream not in sizes:
+        raise ValueError(f"the BPE was trained on stream {bpe.stream!r}; this tokenizer has {', '.join(sizes)}")
+    if sizes[bpe.stream] != bpe.k:
+        raise ValueError(f"the BPE was trained on K={bpe.k} units of {bpe.stream}; this tokenizer's have "
+                         f"K={sizes[bpe.stream]}")
 
 
 class UnitsStage:
     """Prepared waves -> the unit columns of their rows (a plain callable stage)."""
 
-    def __init__(self, tokenizer: TokenizerBase, dedup: bool = False):
+    def __init__(self, tokenizer: TokenizerBase, dedup: bool = False, bpe: UnitBPE | None = None):
         self.tokenizer = tokenizer
         self.dedup = dedup
+        self.bpe = bpe
 
     def __call__(self, waves: list[np.ndarray]) -> list[dict]:
         rows = []
@@ -51,6 +66,8 @@ class UnitsStage:
                     one = one.dedup()
                     row[f"{stream}_durations"] = one.durations
                 row[stream] = one.codes[:, 0]  # cast to the column's type (`unit_fields`) when written
+                if self.bpe is not None and self.bpe.stream == stream:
+                    row[f"{stream}_bpe"] = self.bpe.encode(row[stream])
             rows.append(row)
         return rows
 
@@ -68,19 +85,24 @@ def tokenize_corpus(
     shard_size: int = DEFAULT_SHARD_SIZE,
     dtype: str | None = None,
     split: str | None = None,
+    bpe: UnitBPE | None = None,
     on_start=None,
     on_progress=None,
 ) -> JobResult:
     """Tokenize `utterances` into Parquet shards under `out` (resumable; see `job.ShardedJob`).
-    `split` names the corpus in exported files (`{split}.km`)."""
+    `split` names the corpus in exported files (`{split}.km`); `bpe` adds BPE ids of its stream."""
     config = tokenizer.config()
     signature = {"command": "tokenize", "tokenizer": config, "dedup": dedup, "dtype": dtype}
-    job = ShardedJob(out, utterances, signature, unit_fields(tokenizer, dedup), rank=rank, nshard=nshard,
+    if bpe is not None:
+        check_bpe(tokenizer, bpe)
+        signature["bpe"] = bpe.config()
+    job = ShardedJob(out, utterances, signature, unit_fields(tokenizer, dedup, bpe), rank=rank, nshard=nshard,
                      shard_size=shard_size, strict=strict,
                      metadata={"tokenizer": config, "frame_rate": tokenizer.frame_rate,
                                "sample_rate": tokenizer.sample_rate, "streams": list(tokenizer.streams),
                                "vocab_sizes": list(tokenizer.vocab_sizes), "dedup": dedup,
-                               "split": split, "tokenizer_source": getattr(tokenizer, "source", None)})
+                               "split": split, "tokenizer_source": getattr(tokenizer, "source", None),
+                               "bpe": None if bpe is None else bpe.config()})
     window = window_samples(tokenizer.batch_seconds, tokenizer.sample_rate)
-    return job.run(AudioReader(tokenizer.encoder), UnitsStage(tokenizer, dedup), window_samples=window,
+    return job.run(AudioReader(tokenizer.encoder), UnitsStage(tokenizer, dedup, bpe), window_samples=window,
                    workers=workers, on_start=on_start, on_progress=on_progress)

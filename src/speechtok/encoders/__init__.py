@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .base import Encoder
+from .featurizer import Featurizer
 from .mfcc import MFCCEncoder
 from .ssl import SSLEncoder
 
-__all__ = ["Encoder", "MFCCEncoder", "SSLEncoder", "from_config"]
+__all__ = ["Encoder", "Featurizer", "MFCCEncoder", "SSLEncoder", "from_config"]
 
 
 def from_config(
@@ -25,7 +26,7 @@ def from_config(
         return MFCCEncoder(sample_rate=config.get("sample_rate", 16000), device=options.get("device", "cpu"))
     if kind == "ssl":
         model = config["model"]
-        if base_dir is not None and not Path(model).is_absolute() and (Path(base_dir) / model).is_dir():
+        if base_dir is not None and not Path(model).is_absolute() and (Path(base_dir) / model).exists():
             model = str(Path(base_dir) / model)
         options.setdefault("chunk_seconds", config.get("chunk_seconds"))
         return SSLEncoder.from_pretrained(

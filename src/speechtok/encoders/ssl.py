@@ -145,22 +145,28 @@ class SSLEncoder(Encoder):
         normalize: bool | None = None,
         **kwargs,
     ) -> SSLEncoder:
-        """Load a hub id or local directory. `normalize=None` follows the checkpoint's
-        feature-extractor config (`do_normalize`)."""
+        """Load a hub id, a local transformers directory, or an original checkpoint file (fairseq
+        wav2vec2 / HuBERT, Microsoft WavLM, s3prl; see `encoders.checkpoints`). `normalize=None`
+        follows the checkpoint: the feature-extractor config's `do_normalize`, or the original
+        task's `normalize`."""
         from transformers import AutoModel
 
         from ..hub import model_load_error
+        from .checkpoints import is_original_checkpoint, load_original
 
-        try:
-            model = AutoModel.from_pretrained(name_or_path, revision=revision)
-        except OSError as err:
-            raise model_load_error(name_or_path, err) from None
-        extractor = _feature_extractor_config(name_or_path, revision)
+        if is_original_checkpoint(name_or_path):
+            model, extractor = load_original(name_or_path)
+        else:
+            try:
+                model = AutoModel.from_pretrained(name_or_path, revision=revision)
+            except OSError as err:
+                raise model_load_error(name_or_path, err) from None
+            extractor = _feature_extractor_config(name_or_path, revision)
         if normalize is None:
             normalize = extractor.get("do_normalize", True)
         sample_rate = extractor.get("sampling_rate", 16000)
-        # A local directory is recorded by absolute path, so saved tokenizers work from anywhere.
-        source = str(Path(name_or_path).resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
+        # A local directory or file is recorded by absolute path, so saved tokenizers work from anywhere.
+        source = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else str(name_or_path)
         return cls(model, layers, normalize=normalize, source=source, revision=revision,
                    sample_rate=sample_rate, **kwargs)
 

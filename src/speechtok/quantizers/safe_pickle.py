@@ -27,8 +27,9 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _multiarray
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """The file names a global outside the allow-list; nothing from it was called."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """The file names a global outside the allow-list; nothing from it was called. (A ValueError
+    too: to a caller it is a bad input file.)"""
 
 
 class EstimatorState:
