@@ -70,3 +70,16 @@ def test_missing_layer_is_a_clear_error(features):
         Featurizer([1, 7])(features[0])
     with pytest.raises(ValueError):
         Featurizer([1, 1])
+
+
+def test_downstream_example_trains():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "downstream.py"
+    result = subprocess.run([sys.executable, str(script), "--steps", "12"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    losses = [float(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("step")]
+    assert losses[-1] < losses[0]
+    assert result.stdout.splitlines()[-1].startswith("layer weights: L0")
