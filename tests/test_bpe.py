@@ -83,6 +83,12 @@ def test_bpe_train_and_tokenize_with_it(speech_files, tmp_path):
     assert sum(map(len, pieces)) < sum(map(len, codes))
     for c, p in zip(codes, pieces):
         assert bpe.decode(p).tolist() == c
+    exported = cli("export", with_bpe, "--format", "jsonl", "-o", tmp_path / "jsonl")
+    assert exported.returncode == 0, exported.stderr
+    import json
+
+    first = json.loads(next(iter((tmp_path / "jsonl").glob("*.jsonl"))).read_text().splitlines()[0])
+    assert bpe.decode(first["mfcc_bpe"]).tolist() == first["mfcc"]
     # a BPE of another K does not fit this tokenizer
     UnitBPE.train([np.arange(20)], 20, vocab_size=300, stream="mfcc").save_pretrained(tmp_path / "other")
     refused = cli("tokenize", *files, "-t", tok, "-o", tmp_path / "x", "-q", "--bpe", tmp_path / "other")

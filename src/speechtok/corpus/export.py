@@ -5,7 +5,7 @@
          `{split}.{stream}.km` and `dict.{stream}.km.txt`.
 - txt:   `{split}.txt`, `id<TAB>units` per utterance in a text style of `Units.to_text`, a column
          per stream.
-- jsonl: `{split}.jsonl`, {"id", "path", <stream>: [ids], <stream>_durations?} per utterance.
+- jsonl: `{split}.jsonl`, {"id", "path", <stream>: [ids], <stream>_durations?, <stream>_bpe?} per utterance.
 - npy:   `<id>.npy` per utterance ([T] int64; `<id>.<stream>.npy` with several streams).
 """
 
@@ -104,7 +104,7 @@ def export(out: str | os.PathLike, fmt: str, dest: str | os.PathLike, split: str
             lines.append(utterance + "\t" + "\t".join(columns) + "\n")
         write(dest / f"{split}.txt", "".join(lines))
     elif fmt == "jsonl":
-        extra = [n for n in table.column_names if n.endswith("_durations")]
+        extra = [n for n in table.column_names if n.endswith(("_durations", "_bpe"))]
         more = {n: table.column(n).to_pylist() for n in ["path", *extra]}
         lines = []
         for row, utterance in enumerate(ids):
