@@ -339,7 +339,7 @@ def hubert_labels(
     layer: Optional[int] = typer.Option(None, "--layer", "-l", help="SSL layer (fairseq's 1-based output layer = hidden_states index), e.g. 6 or 9."),
     k: int = typer.Option(..., "-k", help="Clusters: 100 for MFCC, 500 for SSL layers in the HuBERT recipe."),
     out: Path = typer.Option(..., "--out", "-o", help="Label directory: <split>.km, dict.km.txt, labels.json (+ tokenizer/, units/)."),
-    percent: Optional[float] = typer.Option(None, help="Fit on a random PERCENT of the train utterances (fairseq's README: 10)."),
+    percent: Optional[float] = typer.Option(None, help="Fit on a random PERCENT (0-100) of the train utterances; fairseq's README uses 10 (its --percent 0.1)."),
     max_frames: int = typer.Option(500_000, help="Frames kept for fitting: a uniform sample of all frames seen."),
     seed: int = typer.Option(0, help="Seed of the sampling and of k-means++."),
     device: str = _DEVICE,
