@@ -178,7 +178,8 @@ def recognise(path: str | Path) -> OriginalCheckpoint:
     if "model" in ckpt and (isinstance(cfg, dict) and "model" in cfg or ckpt.get("args") is not None):
         return _fairseq(path, ckpt)
     raise CheckpointFormatError(
-        f"{path}: not a checkpoint speechtok knows (top-level keys {sorted(map(str, keys))}); expected "
+        f"{path}: not a checkpoint speechtok knows (top-level keys {', '.join(sorted(map(str, keys))[:8])}"
+        f"{' ...' if len(keys) > 8 else ''}); expected "
         "fairseq {cfg|args, model}, Microsoft WavLM {cfg, model} or s3prl {task_cfg, model_cfg, model_weight}"
     )
 
