@@ -92,7 +92,7 @@ def original_fields(config, family: str) -> dict:
     if family == "wavlm":
         del fields["_name"], fields["layer_type"], fields["required_seq_len_multiple"]
         fields.update(relative_position_embedding=True, num_buckets=config.num_buckets,
-                      max_distance=config.max_bucket_distance, gru_rel_pos=True)
+                      max_distance=config.max_bucket_distance, gru_rel_pos=True, expand_attention_head_size=-1)
     return fields
 
 

@@ -253,6 +253,7 @@ _REQUIRED = {
     "adp_num": {-1, 0, None},
     "relative_position_embedding": {True},  # WavLM only (transformers' WavLM always has it)
     "gru_rel_pos": {True},  # WavLM only
+    "expand_attention_head_size": {-1, None},  # Microsoft's WavLM configs carry it, at -1 (off)
 }
 # Training-time fields (dropout, masking, losses, quantizer targets, engineering flags).
 _TRAINING_ONLY = {
@@ -309,7 +310,8 @@ def hf_config(original: OriginalCheckpoint, path: str | Path = "checkpoint"):
     from transformers import HubertConfig, Wav2Vec2Config, WavLMConfig
 
     fields = original.model_cfg
-    wavlm_only = {"num_buckets", "max_distance", "relative_position_embedding", "gru_rel_pos"}
+    wavlm_only = {"num_buckets", "max_distance", "relative_position_embedding", "gru_rel_pos",
+                  "expand_attention_head_size"}
     known = set(_MAPPED) | set(_REQUIRED) | _TRAINING_ONLY
     if original.strict_fields:
         unknown = sorted(k for k in fields if k not in known)
