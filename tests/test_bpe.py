@@ -89,6 +89,14 @@ def test_bpe_train_and_tokenize_with_it(speech_files, tmp_path):
 
     first = json.loads(next(iter((tmp_path / "jsonl").glob("*.jsonl"))).read_text().splitlines()[0])
     assert bpe.decode(first["mfcc_bpe"]).tolist() == first["mfcc"]
+    # the command line both ways, on stdin lines
+    lines = "\n".join(" ".join(map(str, c)) for c in codes[:3]) + "\n"
+    encoded = subprocess.run([sys.executable, "-m", "speechtok.cli", "bpe", "encode", str(bpe_dir)], input=lines,
+                             capture_output=True, text=True, timeout=300)
+    assert encoded.returncode == 0, encoded.stderr
+    assert [list(map(int, line.split())) for line in encoded.stdout.splitlines()] == pieces[:3]
+    decoded = cli("bpe", "decode", bpe_dir, *pieces[0])
+    assert decoded.stdout.split() == [str(c) for c in codes[0]]
     # a BPE of another K does not fit this tokenizer
     UnitBPE.train([np.arange(20)], 20, vocab_size=300, stream="mfcc").save_pretrained(tmp_path / "other")
     refused = cli("tokenize", *files, "-t", tok, "-o", tmp_path / "x", "-q", "--bpe", tmp_path / "other")

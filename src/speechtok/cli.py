@@ -525,6 +525,40 @@ def bpe_train(
               f"{pieces} pieces ({units / max(pieces, 1):.2f} units per piece)")
 
 
+def _bpe_lines(bpe_dir: Path, ids: Optional[List[int]], invert: bool) -> None:
+    """Apply a unit BPE (or its inverse) to the ids given, or to each stdin line of ids."""
+    from .bpe import UnitBPE
+
+    try:
+        bpe = UnitBPE.load(bpe_dir)
+        lines = [" ".join(map(str, ids))] if ids else sys.stdin.read().splitlines()
+        for line in lines:
+            values = [int(v) for v in line.split()]
+            out = bpe.decode(values) if invert else bpe.encode(values)
+            typer.echo(" ".join(map(str, out.tolist())))
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+@bpe_app.command("encode")
+def bpe_encode(
+    bpe_dir: Path = typer.Argument(..., help="A directory written by `speechtok bpe train`."),
+    units: Optional[List[int]] = typer.Argument(None, help="Unit ids; without them, each line of stdin is one sequence."),
+):
+    """Units -> BPE piece ids (space-separated, a line per sequence)."""
+    _bpe_lines(bpe_dir, units, invert=False)
+
+
+@bpe_app.command("decode")
+def bpe_decode(
+    bpe_dir: Path = typer.Argument(..., help="A directory written by `speechtok bpe train`."),
+    ids: Optional[List[int]] = typer.Argument(None, help="BPE piece ids; without them, each line of stdin is one sequence."),
+):
+    """BPE piece ids -> the units they stand for (exactly the units that were encoded)."""
+    _bpe_lines(bpe_dir, ids, invert=True)
+
+
 @app.command()
 def convert(
     checkpoint: Path = typer.Argument(..., help="fairseq wav2vec2 / HuBERT (.pt, pre-trained or fine-tuned), Microsoft WavLM (.pt) or s3prl converted checkpoint."),
