@@ -513,14 +513,14 @@ def bpe_train(
         table, manifests = read_rows(tokens)
         stream = choose_stream(manifests[0]["streams"], stream, tokens)
         k = manifests[0]["vocab_sizes"][manifests[0]["streams"].index(stream)]
-        bpe = UnitBPE.train((np.asarray(c) for c in table.column(stream).to_pylist()), k, vocab_size, stream)
+        sequences = [np.asarray(c) for c in table.column(stream).to_pylist()]
+        bpe = UnitBPE.train(sequences, k, vocab_size, stream)
     except (ExportError, ValueError, OSError) as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     bpe.save_pretrained(out)
-    lengths = table.column(stream).to_pylist()
-    units = sum(len(c) for c in lengths)
-    pieces = sum(len(bpe.encode(c)) for c in lengths)
+    units = sum(len(c) for c in sequences)
+    pieces = sum(len(bpe.encode(c)) for c in sequences)
     err.print(f"wrote {out}: {bpe.vocab_size} pieces over {stream} (K={k}); the corpus's {units} units are "
               f"{pieces} pieces ({units / max(pieces, 1):.2f} units per piece)")
 

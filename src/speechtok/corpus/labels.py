@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 from ..encoders import Encoder
 from ..tokenizer import Tokenizer
-from .export import export
+from .export import export, read_rows
 from .fit import fit_kmeans_corpus
 from .inputs import InputError, Utterance
 from .job import atomic_write_text, utterance_digest
@@ -179,8 +179,6 @@ def hubert_labels(
         if manifest is not None:
             checks.append(check_km_against_tsv(manifest, out / f"{split}.km", rate))
         else:
-            from .export import read_rows
-
             table, _ = read_rows(units_dir)
             samples = table.column("num_samples").to_pylist()
             counts = [len(c) for c in table.column(tok.streams[0]).to_pylist()]

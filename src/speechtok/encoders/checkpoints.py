@@ -151,7 +151,6 @@ class OriginalCheckpoint:
     model_cfg: dict  # the encoder's fields in fairseq / Microsoft naming
     state: dict  # encoder weights, fairseq / Microsoft names
     normalize: bool  # the task's waveform layer norm
-    form: str  # description for messages
     strict_fields: bool = True  # False for legacy namespaces, which hold every training option
 
 
@@ -169,12 +168,10 @@ def recognise(path: str | Path) -> OriginalCheckpoint:
         model_cfg, task_cfg = ckpt["model_cfg"] or {}, ckpt["task_cfg"] or {}
         name = str(model_cfg.get("_name", ""))
         family = "hubert" if name == "hubert" or "dictionaries_symbols" in keys else "wav2vec2"
-        return OriginalCheckpoint(family, model_cfg, ckpt["model_weight"], bool(task_cfg.get("normalize", False)),
-                                  f"s3prl converted {family} checkpoint")
+        return OriginalCheckpoint(family, model_cfg, ckpt["model_weight"], bool(task_cfg.get("normalize", False)))
     cfg = ckpt.get("cfg")
     if isinstance(cfg, dict) and "model" in ckpt and "encoder_layers" in cfg:  # Microsoft WavLM
-        return OriginalCheckpoint("wavlm", cfg, ckpt["model"], bool(cfg.get("normalize", False)),
-                                  "Microsoft WavLM checkpoint")
+        return OriginalCheckpoint("wavlm", cfg, ckpt["model"], bool(cfg.get("normalize", False)))
     if "model" in ckpt and (isinstance(cfg, dict) and "model" in cfg or ckpt.get("args") is not None):
         return _fairseq(path, ckpt)
     raise CheckpointFormatError(
@@ -220,7 +217,7 @@ def _fairseq(path: Path, ckpt: dict) -> OriginalCheckpoint:
         raise CheckpointFormatError(f"{path}: fairseq model {name!r} is not wav2vec2, hubert, or their "
                                     f"fine-tuned {sorted(_FINE_TUNED)}")
     model_cfg = {k: _resolve(v, root) for k, v in model_cfg.items()}
-    return OriginalCheckpoint(family, model_cfg, state, bool(normalize), f"fairseq {name} checkpoint", strict)
+    return OriginalCheckpoint(family, model_cfg, state, bool(normalize), strict)
 
 
 # ---------------------------------------------------------------------------------------------
