@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import interleaved_median_times, machine, speech
 
 SR = 16000

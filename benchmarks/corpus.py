@@ -23,10 +23,9 @@ import pyarrow.parquet as pq
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from common import interleaved_median_times, machine, speech, wavlm_model
 from sklearn.cluster import MiniBatchKMeans
 from transformers import AutoModel
-
-from common import interleaved_median_times, machine, speech, wavlm_model
 
 import speechtok
 from speechtok.corpus import collect

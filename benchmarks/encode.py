@@ -20,10 +20,9 @@ import joblib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import interleaved_median_times, machine, speech, wavlm_model
 from sklearn.cluster import MiniBatchKMeans
 from transformers import AutoModel
-
-from common import interleaved_median_times, machine, speech, wavlm_model
 
 import speechtok
 

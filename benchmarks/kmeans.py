@@ -15,9 +15,8 @@ import argparse
 import time
 
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
-
 from common import machine
+from sklearn.cluster import MiniBatchKMeans
 
 import speechtok
 

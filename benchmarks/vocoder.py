@@ -17,7 +17,6 @@ import argparse
 
 import numpy as np
 import torch
-
 from common import interleaved_median_times, machine
 
 from speechtok import Units

@@ -66,7 +66,7 @@ def cli(*args):
 
 
 def test_bpe_train_and_tokenize_with_it(speech_files, tmp_path):
-    from speechtok.corpus.export import read_rows
+    from speechtok.corpus.manifest import read_rows
 
     tok, units, bpe_dir, with_bpe = tmp_path / "tok", tmp_path / "units", tmp_path / "bpe", tmp_path / "with_bpe"
     files = [str(f) for f in speech_files]

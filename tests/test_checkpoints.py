@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from speechtok import SSLEncoder, UnsafePickleError
-from speechtok.encoders.checkpoints import CheckpointFormatError, parse_conv_layers
+from speechtok.formats.ssl_checkpoints import CheckpointFormatError, parse_conv_layers
 
 from .conftest import SR
 from .test_ssl_encoder import reference_layers

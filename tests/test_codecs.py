@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 import speechtok
 from speechtok.cli import app
-from speechtok.codecs import CodecError, CodecTokenizer
+from speechtok.codecs import CodecError
+from speechtok.tokenizer import CodecTokenizer
 
 from .descript_dac import DescriptDAC
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,8 +17,8 @@ import torch
 
 from speechtok import KMeans, SSLEncoder, Tokenizer
 from speechtok.corpus import InputError, collect
-from speechtok.corpus.fit import Reservoir
 from speechtok.corpus.inputs import shard_range
+from speechtok.corpus.sinks import Reservoir
 
 from .conftest import SR
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from speechtok.alignments import read_alignments
-from speechtok.metrics import JointCounts, resample_units, stream_stats, teacher_quality
+from speechtok.eval.alignments import read_alignments
+from speechtok.eval.metrics import JointCounts, resample_units, stream_stats, teacher_quality
 
 SR = 16000
 
@@ -142,7 +141,7 @@ def test_mfcc_units_beat_random_labels_of_the_same_distribution(timed_corpus, tm
     real = json.loads(result.stdout)
 
     # the same units shuffled over all frames: same marginal distribution, no relation to phones
-    from speechtok.corpus.export import read_rows
+    from speechtok.corpus.manifest import read_rows
 
     table, _ = read_rows(units)
     seqs = [np.repeat(c, d) for c, d in zip(table.column("mfcc").to_pylist(), table.column("mfcc_durations").to_pylist())]
@@ -232,7 +231,7 @@ def test_eval_stats_cli(timed_corpus, tmp_path):
     result = cli("eval", "stats", units, "--json")
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout.splitlines()[0])
-    from speechtok.corpus.export import read_rows
+    from speechtok.corpus.manifest import read_rows
 
     table, _ = read_rows(units)
     codes = np.concatenate(table.column("mfcc").to_pylist())

@@ -105,10 +105,10 @@ def test_import_speechbrain_brings_the_vocoder_and_round_trips(tmp_path, model_d
     import joblib
     import soundfile as sf
     from sklearn.cluster import MiniBatchKMeans
+    from typer.testing import CliRunner
 
     import speechtok
     from speechtok.cli import app
-    from typer.testing import CliRunner
 
     from .conftest import SR
 

@@ -14,16 +14,21 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .errors import InputError
+
 AudioSource = Union[str, os.PathLike, np.ndarray, "torch.Tensor"]  # noqa: F821
 
 
-class AudioError(ValueError):
+class AudioError(InputError):
     """Audio that cannot be encoded. `source` names the file (or array), `reason` says why."""
 
     def __init__(self, source: str, reason: str):
         self.source = source
         self.reason = reason
         super().__init__(f"{source}: {reason}")
+
+    def __reduce__(self):  # picklable across processes (thread / Ray workers)
+        return (AudioError, (self.source, self.reason))
 
 
 def describe(source: AudioSource) -> str:

@@ -27,6 +27,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .errors import FormatError, InputError
+
+TYPE = "unit-bpe"
 MAPPING = "cjk-v1"
 _RANGES = [(0x4E00, 0x9FEF), (0x3400, 0x4DB5), (0x20000, 0x2A6D6)]  # inclusive
 MAX_UNITS = 65536
@@ -44,7 +47,7 @@ _INVERSE = {int(c): i for i, c in enumerate(CODE_POINTS)}
 def units_to_text(units: Sequence[int]) -> str:
     units = np.asarray(units, dtype=np.int64)
     if units.size and (units.min() < 0 or units.max() >= MAX_UNITS):
-        raise ValueError(f"unit ids must be in 0..{MAX_UNITS - 1}; got {units.min()}..{units.max()}")
+        raise InputError(f"unit ids must be in 0..{MAX_UNITS - 1}; got {units.min()}..{units.max()}")
     return "".join(map(chr, CODE_POINTS[units]))
 
 
@@ -52,7 +55,7 @@ def text_to_units(text: str) -> np.ndarray:
     try:
         return np.fromiter((_INVERSE[ord(c)] for c in text), dtype=np.int64, count=len(text))
     except KeyError as error:
-        raise ValueError(f"character U+{error.args[0]:04X} is not a unit of mapping {MAPPING}") from None
+        raise InputError(f"character U+{error.args[0]:04X} is not a unit of mapping {MAPPING}") from None
 
 
 class UnitBPE:
@@ -77,7 +80,7 @@ class UnitBPE:
         import sentencepiece as spm
 
         if not 0 < k <= MAX_UNITS:
-            raise ValueError(f"K={k}: unit BPE supports 1..{MAX_UNITS} units")
+            raise InputError(f"K={k}: unit BPE supports 1..{MAX_UNITS} units")
         with tempfile.TemporaryDirectory() as tmp:
             corpus = Path(tmp) / "units.txt"
             seen: set[int] = set()
@@ -88,15 +91,15 @@ class UnitBPE:
                     if seq.size == 0:
                         continue
                     if seq.max() >= k or seq.min() < 0:
-                        raise ValueError(f"unit ids {seq.min()}..{seq.max()} are outside 0..{k - 1}")
+                        raise InputError(f"unit ids {seq.min()}..{seq.max()} are outside 0..{k - 1}")
                     seen.update(np.unique(seq).tolist())
                     f.write(units_to_text(seq) + "\n")
                     lines += 1
             if lines == 0:
-                raise ValueError("no unit sequences to train BPE on")
+                raise InputError("no unit sequences to train BPE on")
             needed = len(seen) + 256 + 3
             if vocab_size < needed:
-                raise ValueError(f"--vocab-size {vocab_size} is too small: the corpus has {len(seen)} distinct "
+                raise InputError(f"--vocab-size {vocab_size} is too small: the corpus has {len(seen)} distinct "
                                  f"units, and each is a piece, plus 256 byte pieces and 3 specials "
                                  f"(at least {needed}; merges come on top)")
             model = Path(tmp) / "bpe"
@@ -111,7 +114,7 @@ class UnitBPE:
                     max_sentencepiece_length=64, num_threads=os.cpu_count() or 1, minloglevel=2,
                 )
             except RuntimeError as error:
-                raise ValueError(f"SentencePiece could not train: {error}") from None
+                raise InputError(f"SentencePiece could not train: {error}") from None
             return cls((model.with_suffix(".model")).read_bytes(), stream, k)
 
     def encode(self, units: Sequence[int]) -> np.ndarray:
@@ -138,25 +141,28 @@ class UnitBPE:
         out += [np.array([u]) for u in self.decode(pending)] if pending else []
         return out
 
-    def config(self) -> dict:
-        return {"stream": self.stream, "k": self.k, "mapping": MAPPING, "vocab_size": self.vocab_size,
+    def to_dict(self) -> dict:
+        return {"type": TYPE, "stream": self.stream, "k": self.k, "mapping": MAPPING, "vocab_size": self.vocab_size,
                 "sha256": hashlib.sha256(self.model_proto).hexdigest()}
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "bpe.model").write_bytes(self.model_proto)
-        (directory / "bpe.json").write_text(json.dumps(self.config(), indent=2) + "\n")
+        (directory / "bpe.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> UnitBPE:
+    def from_pretrained(cls, directory: str | os.PathLike) -> UnitBPE:
         directory = Path(directory)
         try:
             meta = json.loads((directory / "bpe.json").read_text())
             proto = (directory / "bpe.model").read_bytes()
         except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{directory}: not a unit BPE directory (bpe.json + bpe.model): {error}") from None
+            raise FormatError(f"{directory}: not a unit BPE directory (bpe.json + bpe.model): {error}") from None
         if meta.get("mapping") != MAPPING:
-            raise ValueError(f"{directory}: unit-to-character mapping {meta.get('mapping')!r} is not {MAPPING!r}")
+            raise FormatError(f"{directory}: unit-to-character mapping {meta.get('mapping')!r} is not {MAPPING!r}")
         return cls(proto, meta["stream"], meta["k"])
+
+    config = to_dict  # the names before to_dict / from_pretrained
+    load = from_pretrained

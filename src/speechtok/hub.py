@@ -13,8 +13,10 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from .errors import FormatError, NotFoundError
 
-class MissingFileError(FileNotFoundError):
+
+class MissingFileError(NotFoundError):
     """A published file is needed and is neither cached nor downloadable now."""
 
 
@@ -72,7 +74,7 @@ def url_file(url: str, relative_path: str) -> Path:
 def model_load_error(name: str, err: Exception) -> Exception:
     """A clear error for a model that transformers could not load."""
     if Path(name).exists():
-        return OSError(f"{name}: not a loadable transformers model directory ({err})")
+        return FormatError(f"{name}: not a loadable transformers model directory ({err})")
     return MissingFileError(
         f"the model {name} is not in the local Hugging Face cache and could not be downloaded. "
         f"On a machine with internet run:\n    hf download {name}\n"

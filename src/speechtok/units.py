@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from .errors import InputError, UnknownNameError
 
 _LAYER_STREAM = re.compile(r"^L(\d+)$")
 
@@ -26,7 +28,7 @@ def layer_of(stream: str) -> int:
     """The SSL layer number of a stream named `L<n>`."""
     match = _LAYER_STREAM.match(stream)
     if match is None:
-        raise ValueError(f"stream {stream!r} is not an SSL layer stream (named L<n>)")
+        raise InputError(f"stream {stream!r} is not an SSL layer stream (named L<n>)")
     return int(match.group(1))
 
 
@@ -60,13 +62,13 @@ class Units:
         object.__setattr__(self, "streams", tuple(self.streams))
         object.__setattr__(self, "vocab_sizes", tuple(int(k) for k in self.vocab_sizes))
         if codes.ndim != 2 or codes.shape[1] != len(self.streams):
-            raise ValueError(f"codes {codes.shape} do not match streams {self.streams}")
+            raise InputError(f"codes {codes.shape} do not match streams {self.streams}")
         if len(self.vocab_sizes) != len(self.streams):
-            raise ValueError("one vocab size per stream is needed")
+            raise InputError("one vocab size per stream is needed")
         if self.durations is not None:
             durations = np.asarray(self.durations, dtype=np.int64)
             if durations.shape != (len(codes),):
-                raise ValueError(f"durations {durations.shape} do not match {len(codes)} frames")
+                raise InputError(f"durations {durations.shape} do not match {len(codes)} frames")
             object.__setattr__(self, "durations", durations)
 
     def __len__(self) -> int:
@@ -134,48 +136,79 @@ class Units:
         the vocoder's layer list; columns of layers these units lack are 0 (the dropped-layer id)."""
         sizes = set(self.vocab_sizes)
         if len(sizes) != 1:
-            raise ValueError(f"vocoder offsets need one K for all streams, got {self.vocab_sizes}")
+            raise InputError(f"vocoder offsets need one K for all streams, got {self.vocab_sizes}")
         k = sizes.pop()
         out = np.zeros((len(self), len(layers)), dtype=np.int64)
         for col, stream in enumerate(self.streams):
             layer = layer_of(stream)
             if layer not in layers:
-                raise ValueError(f"layer {layer} is not one of the vocoder's layers {list(layers)}")
+                raise InputError(f"layer {layer} is not one of the vocoder's layers {list(layers)}")
             position = list(layers).index(layer)
             out[:, position] = self.codes[:, col] + position * k + 1
         return out
 
     def to_text(self, style: str = "fairseq", stream: str | None = None) -> str:
         """One stream as text: "12 7 93" (fairseq), "<12><7><93>" (speechgpt), "[Hu12][Hu7]" (spiritlm)."""
-        if style not in TEXT_STYLES:
-            raise ValueError(f"unknown text style {style!r}; choose from {sorted(TEXT_STYLES)}")
         if stream is None:
             if len(self.streams) != 1:
-                raise ValueError(f"these units have streams {self.streams}: name one with stream=")
+                raise InputError(f"these units have streams {self.streams}: name one with stream=")
             stream = self.streams[0]
-        prefix, suffix, sep = TEXT_STYLES[style]
-        return sep.join(f"{prefix}{int(t)}{suffix}" for t in self.stream(stream))
+        return ids_to_text(self.stream(stream), style)
 
     def embeddings(self) -> np.ndarray:
         """[T, Q, D] centroid of each code (SpeechBrain's `emb`); needs the codebooks."""
         if self.codebooks is None:
-            raise ValueError("these units carry no codebooks; encode them with a Tokenizer")
+            raise InputError("these units carry no codebooks; encode them with a Tokenizer")
         dims = {c.shape[1] for c in self.codebooks}
         if len(dims) != 1:
-            raise ValueError(f"streams have centroids of different sizes {sorted(dims)}")
+            raise InputError(f"streams have centroids of different sizes {sorted(dims)}")
         return np.stack([c[self.codes[:, i]] for i, c in enumerate(self.codebooks)], axis=1)
+
+    def to_row(self, dedup: bool = False) -> dict[str, np.ndarray]:
+        """This utterance's columns in a tokenized corpus: the [T] raw ids of each stream and,
+        with `dedup` (each stream deduplicated on its own, as SpeechBrain does) or for units that
+        carry durations, `<stream>_durations`."""
+        row: dict[str, np.ndarray] = {}
+        for stream in self.streams:
+            one = self.select(stream)
+            if dedup:
+                one = one.dedup()
+            if one.durations is not None:
+                row[f"{stream}_durations"] = one.durations
+            row[stream] = one.codes[:, 0]
+        return row
+
+    @classmethod
+    def from_row(cls, row: Mapping, streams: Sequence[str], frame_rate: float, vocab_sizes: Sequence[int],
+                 sample_rate: int | None = None) -> Units:
+        """The Units of a corpus row (`to_row`'s columns, and `num_samples` if present). Rows whose
+        streams were deduplicated apart have different durations per stream and are refused."""
+        codes = np.stack([np.asarray(row[s], dtype=np.int64) for s in streams], axis=1)
+        runs = [np.asarray(row[f"{s}_durations"], dtype=np.int64) for s in streams if row.get(f"{s}_durations") is not None]
+        if runs and (len(runs) != len(streams) or any(not np.array_equal(runs[0], r) for r in runs[1:])):
+            raise InputError(f"streams {list(streams)} were deduplicated on their own; read them one at a time")
+        return cls(codes=codes, streams=tuple(streams), frame_rate=frame_rate, vocab_sizes=tuple(vocab_sizes),
+                   durations=runs[0] if runs else None, num_samples=row.get("num_samples"), sample_rate=sample_rate)
 
     def _index(self, name: str) -> int:
         try:
             return self.streams.index(name)
         except ValueError:
-            raise KeyError(f"no stream {name!r}; these units have {self.streams}") from None
+            raise UnknownNameError(f"no stream {name!r}; these units have {self.streams}") from None
+
+
+def ids_to_text(ids: Sequence[int], style: str = "fairseq") -> str:
+    """Raw ids as text in a `TEXT_STYLES` style (what `Units.to_text` gives for one stream)."""
+    if style not in TEXT_STYLES:
+        raise UnknownNameError(f"unknown text style {style!r}; choose from {', '.join(TEXT_STYLES)}")
+    prefix, suffix, sep = TEXT_STYLES[style]
+    return sep.join(f"{prefix}{int(t)}{suffix}" for t in ids)
 
 
 def parse_text(text: str, style: str = "fairseq") -> np.ndarray:
     """Inverse of `Units.to_text` for one stream: the raw ids."""
     if style not in TEXT_STYLES:
-        raise ValueError(f"unknown text style {style!r}; choose from {sorted(TEXT_STYLES)}")
+        raise InputError(f"unknown text style {style!r}; choose from {sorted(TEXT_STYLES)}")
     prefix, suffix, _ = TEXT_STYLES[style]
     pattern = re.escape(prefix) + r"(\d+)" + re.escape(suffix)
     return np.asarray([int(m) for m in re.findall(pattern, text)], dtype=np.int64)

@@ -1,6 +1,6 @@
-"""Acoustic tokens: DAC, EnCodec and Mimi codecs (transformers' models) as tokenizers."""
+"""Acoustic codecs: DAC, EnCodec and Mimi (transformers' models) behind one runtime interface.
+The tokenizer built on them is `speechtok.tokenizer.CodecTokenizer`."""
 
 from .models import CodecError, CodecModel, load_codec
-from .tokenizer import CodecTokenizer
 
-__all__ = ["CodecError", "CodecModel", "CodecTokenizer", "load_codec"]
+__all__ = ["CodecError", "CodecModel", "load_codec"]

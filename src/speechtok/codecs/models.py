@@ -17,10 +17,15 @@ import math
 import types
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..audio import AudioSource, load_audio
+from ..errors import InputError
 from ..hub import model_load_error
+from ..readers import reader
+from ..runtime.device import resolve_dtype
 
 FAMILIES = ("dac", "encodec", "mimi")
 
@@ -35,7 +40,7 @@ DEFAULT_QUANTIZERS = {"dac": None, "encodec": 8, "mimi": 8}  # None: all the mod
 CAUSAL_CONTEXT_SECONDS = {"encodec": 5.0, "mimi": 10.0}
 
 
-class CodecError(ValueError):
+class CodecError(InputError):
     """A codec that cannot be used as asked (unsupported model, bad n_quantizers / bandwidth)."""
 
 
@@ -58,7 +63,7 @@ class CodecModel:
         self.source = source
         self.revision = revision
         self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         self.model = model.eval().to(self.device, self.dtype)
         self.sample_rate = int(config.sampling_rate)
         self.hop = _hop(model)
@@ -75,6 +80,13 @@ class CodecModel:
             seconds = CAUSAL_CONTEXT_SECONDS[family]
             self.encode_context = _round_up(int(seconds * self.sample_rate), self.hop)
             self.decode_context = math.ceil(seconds * self.frame_rate)
+
+    # --- audio in ----------------------------------------------------------------------------------
+
+    def load(self, source: AudioSource, sample_rate: int | None = None, start: float | None = None,
+             duration: float | None = None) -> np.ndarray:
+        """Mono float32 at the codec's rate, at least one frame (hop) long (the audio front end)."""
+        return load_audio(source, self.sample_rate, sample_rate, self.hop, start=start, duration=duration)
 
     # --- what a batch of windows goes through -------------------------------------------------
 
@@ -143,7 +155,7 @@ class CodecModel:
                              f"{self.max_quantizers} codebooks (choose {valid.start}..{valid.stop - 1})")
         return n_quantizers
 
-    def config(self) -> dict:
+    def to_dict(self) -> dict:
         return {"type": "codec", "family": self.family, "model": self.source, "revision": self.revision}
 
 
@@ -152,10 +164,8 @@ def load_codec(source: str, revision: str | None = None, device: str | torch.dev
     """A codec from a hub id, a local transformers directory, or an original DAC checkpoint
     (Descript `.pth`, SpeechBrain DAC lobe `.ckpt`; `sample_rate` when the file does not say)."""
     path = Path(source)
-    if path.is_file():
-        from .dac_checkpoints import load_dac_checkpoint
-
-        return CodecModel(load_dac_checkpoint(path, sample_rate), str(path.resolve()), None, device, dtype)
+    if path.is_file():  # Descript / SpeechBrain DAC weights, read by speechtok.formats.dac
+        return CodecModel(reader("dac-checkpoint")(path, sample_rate), str(path.resolve()), None, device, dtype)
     from transformers import AutoConfig, DacModel, EncodecModel, MimiModel
 
     classes = {"dac": DacModel, "encodec": EncodecModel, "mimi": MimiModel}
@@ -228,14 +238,3 @@ def _max_quantizers(model: nn.Module) -> int:
 
 def _round_up(value: float, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
-
-
-def _dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in names:
-        raise CodecError(f"dtype must be one of {', '.join(names)}, not {dtype!r}")
-    return names[dtype]

@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..errors import InputError, NotFoundError
+
 # What libsndfile reads (soundfile's available formats), as file extensions.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".sph")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
-
-
-class InputError(ValueError):
-    """The inputs of a job cannot be resolved (missing file, bad manifest line, duplicate ids)."""
 
 
 @dataclass(frozen=True)
@@ -84,11 +82,14 @@ def from_jsonl(manifest: Path) -> list[Utterance]:
             utterance_id = str(entry.get("id") or _strip_ext(entry["path"]))
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise InputError(f"{manifest}:{number}: not a manifest entry with at least a \"path\" ({error})") from None
+        try:
+            start, duration = (None if v is None else float(v) for v in (start, duration))
+        except (TypeError, ValueError):
+            raise InputError(f"{manifest}:{number}: \"start\" and \"duration\" must be numbers of seconds, "
+                             f"got {entry.get('start')!r} and {entry.get('duration')!r}") from None
         if not path.is_absolute():
             path = manifest.parent / path
-        out.append(Utterance(utterance_id, str(path),
-                             None if start is None else float(start),
-                             None if duration is None else float(duration)))
+        out.append(Utterance(utterance_id, str(path), start, duration))
     return out
 
 
@@ -132,7 +133,7 @@ def collect(inputs: Sequence[str | os.PathLike]) -> list[Utterance]:
                 raise InputError(f"{text}: the pattern matches no audio files")
             utterances += [Utterance(_given_id(m), m) for m in audio]
         else:
-            raise InputError(f"{text}: no such file or directory")
+            raise NotFoundError(f"{text}: no such file or directory")
     check_unique(utterances)
     return utterances
 
@@ -158,3 +159,9 @@ def shard_range(total: int, rank: int, nshard: int) -> range:
     start = round(total / nshard * rank)
     end = round(total / nshard * (rank + 1))
     return range(start, end)
+
+
+def split_name(inputs: Sequence[str | os.PathLike]) -> str | None:
+    """fairseq names label files after the manifest: train.tsv -> train (train.km); None unless
+    the inputs are one .tsv."""
+    return Path(inputs[0]).stem if len(inputs) == 1 and str(inputs[0]).endswith(".tsv") else None

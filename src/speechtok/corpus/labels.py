@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..encoders import Encoder
+from ..errors import FilesFailed, InputError
 from ..tokenizer import Tokenizer
-from .export import export, read_rows
+from .export import export
 from .fit import fit_kmeans_corpus
-from .inputs import InputError, Utterance
-from .job import atomic_write_text, utterance_digest
+from .inputs import Utterance
+from .manifest import TokenizedCorpus
+from .sinks import atomic_write_text, utterance_digest
 from .tokenize import tokenize_corpus
 
 TOLERANCE_SECONDS = 0.1  # fairseq's verify_label_lengths tol
@@ -87,7 +89,7 @@ def check_km_against_tsv(tsv: str | os.PathLike, km: str | os.PathLike, label_ra
     return check_lengths(km.stem, ids, [n / sample_rate for n in samples], counts, label_rate, tolerance)
 
 
-class LabelsFailed(RuntimeError):
+class LabelsFailed(FilesFailed):
     """Some utterances could not be tokenized, so the labels would not line up with the manifest."""
 
     def __init__(self, split: str, errors: list[dict], out: Path):
@@ -111,7 +113,7 @@ FIT_RECORD = "fit.json"  # what the k-means in OUT/tokenizer was fitted on; writ
 
 
 def _fit_signature(utterances: Sequence[Utterance], encoder: Encoder, k: int, **options) -> dict:
-    return {"encoder": {**encoder.config(), "chunk_seconds": None}, "streams": list(encoder.streams), "k": k,
+    return {"encoder": {**encoder.to_dict(), "chunk_seconds": None}, "streams": list(encoder.streams), "k": k,
             "utterances": len(utterances), "inputs": utterance_digest(utterances), **options}
 
 
@@ -179,7 +181,7 @@ def hubert_labels(
         if manifest is not None:
             checks.append(check_km_against_tsv(manifest, out / f"{split}.km", rate))
         else:
-            table, _ = read_rows(units_dir)
+            table = TokenizedCorpus.open(units_dir).table(["id", "num_samples", tok.streams[0]])
             samples = table.column("num_samples").to_pylist()
             counts = [len(c) for c in table.column(tok.streams[0]).to_pylist()]
             checks.append(check_lengths(split, table.column("id").to_pylist(),
@@ -187,6 +189,20 @@ def hubert_labels(
     report = LabelsReport(rate, k, tok.streams[0], str(tok_dir), sorted(set(files)), checks, refitted)
     atomic_write_text(out / "labels.json", json.dumps({
         "label_rate": rate, "k": k, "stream": report.stream, "tokenizer": str(tok_dir), "fit_split": fit_split,
-        "encoder": encoder.config(), "files": report.files, "checks": [c.as_dict() for c in checks],
+        "encoder": encoder.to_dict(), "files": report.files, "checks": [c.as_dict() for c in checks],
     }, indent=2) + "\n")
     return report
+
+
+def name_splits(inputs: Sequence[str]) -> dict[str, str]:
+    """Split name -> input: a .tsv is named after its file (train.tsv -> train, as fairseq names
+    train.km); other inputs are train, valid, valid2, ... in order. Two splits of one name are refused."""
+    from .inputs import split_name
+
+    names: dict[str, str] = {}
+    for given in inputs:
+        name = split_name([given]) or ("train" if not names else "valid" if len(names) == 1 else f"valid{len(names) - 1}")
+        if name in names:
+            raise InputError(f"two splits are named {name!r}; give .tsv files with different names")
+        names[name] = given
+    return names

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from ..audio import AudioError
-from ..encoders import Encoder
 from .inputs import Utterance
 
 
@@ -30,14 +29,15 @@ class Loaded:
 
 
 class AudioReader:
-    """Turns utterances into prepared waves for `encoder` (a plain callable stage)."""
+    """Turns utterances into prepared waves with `read` (a tokenizer's `read` or an encoder's
+    `load`: `read(path, start=..., duration=...)`); a plain callable stage."""
 
-    def __init__(self, encoder: Encoder):
-        self.encoder = encoder
+    def __init__(self, read: Callable[..., np.ndarray]):
+        self.read = read
 
     def __call__(self, utterance: Utterance, index: int) -> Loaded:
         try:
-            wave = self.encoder.load(utterance.path, start=utterance.start, duration=utterance.duration)
+            wave = self.read(utterance.path, start=utterance.start, duration=utterance.duration)
         except AudioError as error:
             return Loaded(utterance, index, error=error.reason)
         except Exception as error:  # noqa: BLE001 - one odd file (vanished, huge, odd rate) must not stop a corpus

@@ -1,6 +1,6 @@
 """`speechtok tokenize`: a corpus to Parquet rows of units, one row per utterance.
 
-Columns: id, path, start, duration, index, num_samples (see `job.BASE_FIELDS`), then one list of
+Columns: id, path, start, duration, index, num_samples (see `sinks.BASE_FIELDS`), then one list of
 raw codes per stream, named after the stream (`L9`, `mfcc`, `q0`...). With `dedup`, each stream
 is deduplicated on its own (as SpeechBrain does) and `<stream>_durations` holds the run lengths
 in frames. With a unit BPE (`speechtok bpe train`), `<stream>_bpe` holds the BPE piece ids of its
@@ -16,10 +16,12 @@ import numpy as np
 import pyarrow as pa
 
 from ..bpe import UnitBPE
+from ..errors import InputError
 from ..tokenizer import TokenizerBase
-from .inputs import Utterance
-from .job import DEFAULT_SHARD_SIZE, JobResult, ShardedJob, window_samples
+from .inputs import Utterance, shard_range
 from .reader import AudioReader
+from .runner import JobResult, run_corpus, window_samples
+from .sinks import DEFAULT_SHARD_SIZE, ParquetShards, job_signature
 
 
 def code_type(vocab_size: int) -> pa.DataType:
@@ -42,9 +44,9 @@ def check_bpe(tokenizer: TokenizerBase, bpe: UnitBPE) -> None:
     """The BPE must have been trained on a stream of this tokenizer, with its K."""
     sizes = dict(zip(tokenizer.streams, tokenizer.vocab_sizes))
     if bpe.stream not in sizes:
-        raise ValueError(f"the BPE was trained on stream {bpe.stream!r}; this tokenizer has {', '.join(sizes)}")
+        raise InputError(f"the BPE was trained on stream {bpe.stream!r}; this tokenizer has {', '.join(sizes)}")
     if sizes[bpe.stream] != bpe.k:
-        raise ValueError(f"the BPE was trained on K={bpe.k} units of {bpe.stream}; this tokenizer's have "
+        raise InputError(f"the BPE was trained on K={bpe.k} units of {bpe.stream}; this tokenizer's have "
                          f"K={sizes[bpe.stream]}")
 
 
@@ -59,15 +61,9 @@ class UnitsStage:
     def __call__(self, waves: list[np.ndarray]) -> list[dict]:
         rows = []
         for units in self.tokenizer.encode_waves(waves):
-            row = {}
-            for stream in units.streams:
-                one = units.select(stream)
-                if self.dedup:
-                    one = one.dedup()
-                    row[f"{stream}_durations"] = one.durations
-                row[stream] = one.codes[:, 0]  # cast to the column's type (`unit_fields`) when written
-                if self.bpe is not None and self.bpe.stream == stream:
-                    row[f"{stream}_bpe"] = self.bpe.encode(row[stream])
+            row = units.to_row(self.dedup)  # cast to the columns' types (`unit_fields`) when written
+            if self.bpe is not None:
+                row[f"{self.bpe.stream}_bpe"] = self.bpe.encode(row[self.bpe.stream])
             rows.append(row)
         return rows
 
@@ -89,20 +85,21 @@ def tokenize_corpus(
     on_start=None,
     on_progress=None,
 ) -> JobResult:
-    """Tokenize `utterances` into Parquet shards under `out` (resumable; see `job.ShardedJob`).
+    """Tokenize `utterances` into Parquet shards under `out` (resumable; see `sinks.ParquetShards`).
     `split` names the corpus in exported files (`{split}.km`); `bpe` adds BPE ids of its stream."""
-    config = tokenizer.config()
+    config = tokenizer.to_dict()
     signature = {"command": "tokenize", "tokenizer": config, "dedup": dedup, "dtype": dtype}
     if bpe is not None:
         check_bpe(tokenizer, bpe)
-        signature["bpe"] = bpe.config()
-    job = ShardedJob(out, utterances, signature, unit_fields(tokenizer, dedup, bpe), rank=rank, nshard=nshard,
-                     shard_size=shard_size, strict=strict,
-                     metadata={"tokenizer": config, "frame_rate": tokenizer.frame_rate,
-                               "sample_rate": tokenizer.sample_rate, "streams": list(tokenizer.streams),
-                               "vocab_sizes": list(tokenizer.vocab_sizes), "dedup": dedup,
-                               "split": split, "tokenizer_source": getattr(tokenizer, "source", None),
-                               "bpe": None if bpe is None else bpe.config()})
-    window = window_samples(tokenizer.batch_seconds, tokenizer.sample_rate)
-    return job.run(AudioReader(tokenizer.encoder), UnitsStage(tokenizer, dedup, bpe), window_samples=window,
-                   workers=workers, on_start=on_start, on_progress=on_progress)
+        signature["bpe"] = bpe.to_dict()
+    mine = shard_range(len(utterances), rank, nshard)
+    sink = ParquetShards(out, job_signature(signature, utterances, nshard, shard_size),
+                         unit_fields(tokenizer, dedup, bpe), rank=rank, nshard=nshard, shard_size=shard_size,
+                         metadata={"tokenizer": config, "frame_rate": tokenizer.frame_rate,
+                                   "sample_rate": tokenizer.sample_rate, "streams": list(tokenizer.streams),
+                                   "vocab_sizes": list(tokenizer.vocab_sizes), "dedup": dedup, "split": split,
+                                   "tokenizer_source": tokenizer.source,
+                                   "bpe": None if bpe is None else bpe.to_dict()})
+    return run_corpus(utterances, mine, AudioReader(tokenizer.read), UnitsStage(tokenizer, dedup, bpe), sink,
+                      window_samples=window_samples(tokenizer.batch_seconds, tokenizer.sample_rate),
+                      workers=workers, strict=strict, on_start=on_start, on_progress=on_progress)

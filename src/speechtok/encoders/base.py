@@ -9,27 +9,18 @@ import numpy as np
 import torch
 
 from ..audio import AudioSource, load_audio
-from ..batching import run_batched
+from ..runtime import windows
+from ..runtime.device import batch_seconds as default_or
 
 R = TypeVar("R")
-
-# Seconds of padded audio per batch; 0 = one utterance (chunk) per batch. On a GPU big batches keep
-# the device busy; on a CPU one utterance already fills every core, and padding plus activations
-# that overflow the caches only cost: 200 s batches ran 2.4x and 10 s batches 6% slower than one
-# file at a time (WavLM-large, 2-core CPU; see docs/benchmarks.md).
-DEFAULT_BATCH_SECONDS = {"cuda": 200.0, "cpu": 0.0}
-
-
-def default_batch_seconds(device: torch.device | str) -> float:
-    return DEFAULT_BATCH_SECONDS.get(torch.device(device).type, DEFAULT_BATCH_SECONDS["cuda"])
 
 
 class Encoder(ABC):
     """An encoder turns float32 mono audio at `sample_rate` into [T, D] features per stream.
 
     Subclasses set `sample_rate`, `frame_rate`, `min_samples` (shortest input that gives a frame),
-    `chunk_samples` (longest piece encoded at once; None = whole utterance) and `streams`, and
-    implement `forward_batch`.
+    `chunk_samples` (longest piece encoded at once; None = whole utterance), `streams` and
+    `feature_dim` (D of every stream), and implement `forward_batch` and `to_dict`.
     """
 
     sample_rate: int
@@ -37,6 +28,7 @@ class Encoder(ABC):
     min_samples: int
     chunk_samples: int | None
     streams: tuple[str, ...]
+    feature_dim: int
     device: torch.device
 
     @abstractmethod
@@ -45,8 +37,12 @@ class Encoder(ABC):
         The result of a wave does not depend on the others in the batch."""
 
     @abstractmethod
-    def config(self) -> dict:
-        """JSON-able description from which `encoders.from_config` rebuilds this encoder."""
+    def to_dict(self) -> dict:
+        """JSON-able description (with a `type` key) from which `encoders.encoder_from_dict`
+        rebuilds this encoder."""
+
+    def config(self) -> dict:  # the name before `to_dict`
+        return self.to_dict()
 
     def prepare(self, wave: np.ndarray) -> np.ndarray:
         """Whole-utterance processing before chunking (e.g. waveform normalisation)."""
@@ -74,19 +70,16 @@ class Encoder(ABC):
         """`fn` of the features of every chunk of every prepared wave, batched by length
         (`batch_seconds` of padded audio; None: the device's default); per wave, the chunks'
         results in order."""
-        batch_seconds = default_batch_seconds(self.device) if batch_seconds is None else batch_seconds
+        budget = int(default_or(batch_seconds, self.device) * self.sample_rate)
+        pieces = windows.chunks([len(w) for w in waves], self.chunk_samples, self.min_samples)
 
-        def forward(batch: list[np.ndarray]) -> list[R]:
-            return [fn(features) for features in self.forward_batch(batch)]
+        def forward(batch: list[windows.Window]) -> list[R]:
+            results = [fn(f) for f in self.forward_batch([waves[w.item][w.start : w.stop] for w in batch])]
+            if progress is not None:
+                progress(sum(w.length for w in batch))
+            return results
 
-        return run_batched(
-            waves,
-            forward,
-            chunk_samples=self.chunk_samples,
-            min_samples=self.min_samples,
-            max_batch_samples=int(batch_seconds * self.sample_rate),
-            progress=progress,
-        )
+        return windows.run(pieces, len(waves), forward, budget, equal_lengths=False)
 
     def encode(self, source: AudioSource, sample_rate: int | None = None) -> dict[str, torch.Tensor]:
         """Continuous features of one input: {stream: [T, D]} on the CPU."""

@@ -53,6 +53,7 @@ class MFCCEncoder(Encoder):
     """39-dim MFCC + deltas + delta-deltas at 100 Hz; one stream named `mfcc`."""
 
     streams = ("mfcc",)
+    feature_dim = 39  # 13 cepstra + deltas + delta-deltas
     chunk_samples = None  # frame-local: long files need no chunks, and fairseq uses none
 
     def __init__(self, sample_rate: int = 16000, device: str | torch.device = "cpu"):
@@ -64,7 +65,7 @@ class MFCCEncoder(Encoder):
         self.min_samples = self.window
         self.device = torch.device(device)
 
-    def config(self) -> dict:
+    def to_dict(self) -> dict:
         return {"type": "mfcc", "sample_rate": self.sample_rate}
 
     def mfcc(self, wave: np.ndarray) -> np.ndarray:

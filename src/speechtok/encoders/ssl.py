@@ -25,6 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+from ..hub import model_load_error
+from ..readers import reader
+from ..runtime.device import resolve_dtype
 from .base import Encoder
 
 log = logging.getLogger(__name__)
@@ -36,20 +40,6 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 DEFAULT_CHUNK_SECONDS = 100.0  # fairseq's dump_hubert_feature.py max_chunk = 1.6M samples at 16 kHz
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}") from None
-
 
 def normalize_waveform(wave: np.ndarray) -> np.ndarray:
     """Whole-utterance layer norm as fairseq and SpeechBrain apply it (`F.layer_norm(wav,
@@ -111,13 +101,13 @@ class SSLEncoder(Encoder):
     ):
         config = model.config
         if config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"model type {config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}")
+            raise InputError(f"{source or 'the model'}: model type {config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}")
         self.layers = sorted(set(int(n) for n in layers))
         if not self.layers:
-            raise ValueError("name at least one layer")
+            raise InputError("name at least one layer")
         self.total_layers = config.num_hidden_layers
         if self.layers[0] < 0 or self.layers[-1] > self.total_layers:
-            raise ValueError(
+            raise InputError(
                 f"layers {self.layers} out of range: {source or config.model_type} has layers "
                 f"0..{self.total_layers} (0 = input of the first transformer block)"
             )
@@ -128,6 +118,7 @@ class SSLEncoder(Encoder):
         self.min_samples = min_input_length(self.kernels, self.strides)
         self.chunk_samples = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
         self.streams = tuple(f"L{n}" for n in self.layers)
+        self.feature_dim = int(config.hidden_size)
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = _truncate(model, self.layers[-1]).eval().to(self.device, self.dtype)
@@ -146,16 +137,13 @@ class SSLEncoder(Encoder):
         **kwargs,
     ) -> SSLEncoder:
         """Load a hub id, a local transformers directory, or an original checkpoint file (fairseq
-        wav2vec2 / HuBERT, Microsoft WavLM, s3prl; see `encoders.checkpoints`). `normalize=None`
+        wav2vec2 / HuBERT, Microsoft WavLM, s3prl; see `formats.ssl_checkpoints`). `normalize=None`
         follows the checkpoint: the feature-extractor config's `do_normalize`, or the original
         task's `normalize`."""
         from transformers import AutoModel
 
-        from ..hub import model_load_error
-        from .checkpoints import is_original_checkpoint, load_original
-
-        if is_original_checkpoint(name_or_path):
-            model, extractor = load_original(name_or_path)
+        if Path(name_or_path).is_file():  # an original checkpoint, read by speechtok.formats
+            model, extractor = reader("ssl-checkpoint")(name_or_path)
         else:
             try:
                 model = AutoModel.from_pretrained(name_or_path, revision=revision)
@@ -170,7 +158,7 @@ class SSLEncoder(Encoder):
         return cls(model, layers, normalize=normalize, source=source, revision=revision,
                    sample_rate=sample_rate, **kwargs)
 
-    def config(self) -> dict:
+    def to_dict(self) -> dict:
         return {
             "type": "ssl",
             "model": self.source,

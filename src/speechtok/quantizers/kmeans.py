@@ -2,7 +2,7 @@
 
 Stored as safetensors (the [K, D] float32 centroids) + JSON (how they were made). The files other
 tools wrote are imported: scikit-learn pickles (fairseq, textlesslib, SpeechBrain) through the
-restricted unpickler in `safe_pickle`, and plain centroid `.npy` arrays.
+restricted unpickler of `speechtok.formats.sklearn_pickle`, and plain centroid `.npy` arrays.
 """
 
 from __future__ import annotations
@@ -14,9 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from . import safe_pickle
+from ..errors import FormatError, InputError, NotFoundError
+from ..readers import reader
+
+TYPE = "kmeans"
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ ASSIGN_BUDGET = 4 * 2**20
 def _as_tensor(features) -> torch.Tensor:
     t = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.asarray(features))
     if t.ndim != 2:
-        raise ValueError(f"features must be [frames, dim], got shape {tuple(t.shape)}")
+        raise InputError(f"features must be [frames, dim], got shape {tuple(t.shape)}")
     return t
 
 
@@ -159,9 +163,9 @@ class KMeans:
         x = _as_tensor(features).to("cpu", torch.float32)
         n, dim = x.shape
         if n < k:
-            raise ValueError(f"{n} frames cannot make {k} clusters; give at least k frames")
+            raise InputError(f"{n} frames cannot make {k} clusters; give at least k frames")
         if backend not in ("torch", "faiss"):
-            raise ValueError(f"unknown k-means backend {backend!r}: use 'torch' or 'faiss'")
+            raise InputError(f"unknown k-means backend {backend!r}: use 'torch' or 'faiss'")
         generator = torch.Generator().manual_seed(seed)
         if max_frames is not None and n > max_frames:
             x = x[torch.randperm(n, generator=generator)[:max_frames]]
@@ -174,7 +178,7 @@ class KMeans:
         elif init == "random":
             start = x[torch.randperm(n, generator=generator)[:k]]
         else:
-            raise ValueError(f"unknown init {init!r}: use 'k-means++' or 'random'")
+            raise InputError(f"unknown init {init!r}: use 'k-means++' or 'random'")
 
         if backend == "torch":
             x = x.to(device)
@@ -207,7 +211,7 @@ class KMeans:
     def _nearest(self, features) -> tuple[torch.Tensor, torch.Tensor]:
         x = _as_tensor(features)
         if x.shape[1] != self.dim:
-            raise ValueError(f"features have {x.shape[1]} dims, the k-means centroids {self.dim}")
+            raise InputError(f"features have {x.shape[1]} dims, the k-means centroids {self.dim}")
         return nearest(x, *self._device_centroids(x.device))
 
     def assign(self, features) -> torch.Tensor:
@@ -218,30 +222,66 @@ class KMeans:
         """Sum over rows of the squared distance to the nearest centroid."""
         return float(self._nearest(features)[1].double().sum())
 
-    def save(self, path: str | Path) -> Path:
+    def to_dict(self) -> dict:
+        """How the centroids were made (the JSON beside them), with a `type` key."""
+        return {"type": TYPE, **self.info, "k": self.k, "dim": self.dim}
+
+    def save_pretrained(self, path: str | Path) -> Path:
         """Write `<path>.safetensors` and `<path>.json`; returns the safetensors path."""
         path = Path(path).with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"centroids": self.centroids.numpy()}, str(path))
-        info = {"k": self.k, "dim": self.dim, **self.info}
-        path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+        path.with_suffix(".json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> KMeans:
+    def from_pretrained(cls, path: str | Path) -> KMeans:
         """Our safetensors, a centroid `.npy` [K, D], or a scikit-learn KMeans pickle
-        (joblib / pickle; read with an allow-list, so a pickle that would run code is refused)."""
+        (joblib / pickle; read with an allow-list, so a pickle that would run code is refused).
+        Centroids that are not finite, or disagree with the JSON beside them, are refused."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such k-means file")
+            raise NotFoundError(f"{path}: no such k-means file")
         if path.suffix == ".safetensors":
-            meta = path.with_suffix(".json")
-            info = json.loads(meta.read_text()) if meta.exists() else {}
-            return cls(load_file(str(path))["centroids"], info)
-        if path.suffix == ".npy":
-            centroids = np.load(path, allow_pickle=False)
-            if centroids.ndim != 2:
-                raise ValueError(f"{path}: expected [K, D] centroids, got shape {centroids.shape}")
-            return cls(centroids, {"imported_from": str(path)})
-        centroids, info = safe_pickle.kmeans_centroids(path)
+            centroids, info = _read_safetensors(path)
+        elif path.suffix == ".npy":
+            try:
+                centroids = np.load(path, allow_pickle=False)
+            except ValueError as error:
+                raise FormatError(f"{path}: not a plain centroid array ({error})") from None
+            info = {"imported_from": str(path)}
+        else:
+            centroids, info = reader("sklearn-kmeans")(path)
+        centroids = np.asarray(centroids)
+        if centroids.ndim != 2 or 0 in centroids.shape:
+            raise FormatError(f"{path}: expected [K, D] centroids, got shape {centroids.shape}")
+        if not np.isfinite(centroids).all():
+            raise FormatError(f"{path}: the centroids hold NaN or Inf values; the file is damaged")
         return cls(centroids, info)
+
+    save = save_pretrained  # the names before save_pretrained / from_pretrained
+    load = from_pretrained
+
+
+def _read_safetensors(path: Path) -> tuple[np.ndarray, dict]:
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise FormatError(f"{path}: not a readable safetensors file ({error})") from None
+    if "centroids" not in tensors:
+        raise FormatError(f"{path}: no 'centroids' tensor (it holds {', '.join(sorted(tensors)) or 'nothing'}); "
+                          "not a speechtok k-means file")
+    centroids = tensors["centroids"]
+    meta = path.with_suffix(".json")
+    info: dict = {}
+    if meta.exists():
+        try:
+            info = json.loads(meta.read_text())
+        except json.JSONDecodeError as error:
+            raise FormatError(f"{meta}: not valid JSON ({error})") from None
+        info.pop("type", None)
+        for key, size in (("k", centroids.shape[0]), ("dim", centroids.shape[-1])):
+            if key in info and info[key] != size:
+                raise FormatError(f"{path}: holds {key}={size} but {meta.name} says {key}={info[key]}; "
+                                  "the files do not belong together")
+    return centroids, info

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import windows
-from ..encoders.base import default_batch_seconds
+from ..errors import FormatError, InputError, NotFoundError
+from ..readers import reader
+from ..runtime import windows
+from ..runtime.device import batch_seconds as default_or
 from ..units import Units
 from .hifigan import HifiGANConfig, UnitHifiGAN
 
@@ -32,8 +34,11 @@ WEIGHTS_FILE = "vocoder.safetensors"
 DEFAULT_WINDOW_SECONDS = 30.0
 
 
-class VocoderError(ValueError):
-    pass
+TYPE = "unit-hifigan"
+
+
+class VocoderError(InputError):
+    """Units this vocoder cannot decode, or a vocoder that does not fit its description."""
 
 
 class UnitVocoder:
@@ -56,7 +61,7 @@ class UnitVocoder:
         self.hop = self.config.hop
         self.window_frames = max(1, round(window_seconds * self.sample_rate / self.hop))
         self.context = model.reach()
-        self.batch_seconds = default_batch_seconds(self.device) if batch_seconds is None else batch_seconds
+        self.batch_seconds = default_or(batch_seconds, self.device)
         self.source = source
 
     def __repr__(self) -> str:
@@ -114,51 +119,59 @@ class UnitVocoder:
         hop = self.hop
         plans = [w for i, s in enumerate(sequences)
                  for w in windows.plan(i, len(s), self.window_frames, self.context, self.context)]
-        kept: list[dict[int, np.ndarray]] = [{} for _ in sequences]
-        budget = int(self.batch_seconds * self.sample_rate) // hop
-        for batch in windows.batches(plans, budget):
+
+        def forward(batch: list[windows.Window]) -> list[np.ndarray]:
             ids = torch.from_numpy(np.stack([sequences[w.item][w.start : w.stop] for w in batch])).to(self.device)
             audio = self.model(ids, speaker).float().cpu().numpy()
-            for w, a in zip(batch, audio):
-                first = (w.core_start - w.start) * hop
-                kept[w.item][w.core_start] = a[first : first + (w.core_stop - w.core_start) * hop]
             if progress is not None:
                 progress(sum((w.core_stop - w.core_start) * hop for w in batch))
-        return [np.concatenate([parts[k] for k in sorted(parts)]) if parts else np.zeros(0, np.float32)
-                for parts in kept]
+            return [a[w.core_offset * hop : (w.core_offset + w.core_stop - w.core_start) * hop]
+                    for w, a in zip(batch, audio)]
+
+        budget = int(self.batch_seconds * self.sample_rate) // hop
+        kept = windows.run(plans, len(sequences), forward, budget, equal_lengths=True)
+        return [np.concatenate(parts) if parts else np.zeros(0, np.float32) for parts in kept]
 
     # --- saving and loading -----------------------------------------------------------------------
 
-    def config_dict(self) -> dict:
-        return {"architecture": "unit-hifigan", "generator": self.config.to_dict(),
+    def to_dict(self) -> dict:
+        return {"type": TYPE, "generator": self.config.to_dict(),
                 "layers": list(self.layers) if self.layers is not None else None, "k": self.k,
                 "sample_rate": self.sample_rate, "source": self.source}
 
-    def save(self, directory: str | os.PathLike) -> None:
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """`vocoder.safetensors` (plain weights) + `vocoder.json` (how to build and feed it)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_FILE))
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+        (directory / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, **options) -> UnitVocoder:
-        """A vocoder written by `save` (e.g. inside a tokenizer directory)."""
+    def from_pretrained(cls, directory: str | os.PathLike, **options) -> UnitVocoder:
+        """A vocoder written by `save_pretrained` (e.g. inside a tokenizer directory)."""
         directory = Path(directory)
-        config = json.loads((directory / CONFIG_FILE).read_text())
-        model = UnitHifiGAN(HifiGANConfig(**config["generator"]))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        if not (directory / CONFIG_FILE).exists():
+            raise NotFoundError(f"{directory}: no {CONFIG_FILE}; not a saved speechtok vocoder")
+        try:
+            config = json.loads((directory / CONFIG_FILE).read_text())
+            model = UnitHifiGAN(HifiGANConfig(**config["generator"]))
+            model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        except (json.JSONDecodeError, KeyError, TypeError, RuntimeError, OSError) as error:
+            raise FormatError(f"{directory / CONFIG_FILE}: a damaged or mismatched vocoder ({type(error).__name__}: "
+                              f"{error})") from None
         return cls(model, config["layers"], config["k"], config["sample_rate"], source=config.get("source"), **options)
+
+    save = save_pretrained  # the names before save_pretrained / from_pretrained
+    load = from_pretrained
 
     @classmethod
     def from_fairseq(cls, checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
                      **options) -> UnitVocoder:
         """A fairseq / textlesslib CodeHiFiGAN: the checkpoint (`generator` state dict) and its
         JSON config (default: config.json beside it). It takes raw unit ids, one stream."""
-        from .fairseq import load_generator
-
-        model, cfg = load_generator(checkpoint, config)
+        model, cfg = reader("fairseq-vocoder")(checkpoint, config)
         return cls(model, None, model.config.vocab_size, int(cfg.get("sampling_rate", 16000)),
                    source=str(checkpoint), **options)
 
@@ -167,20 +180,8 @@ class UnitVocoder:
                          **options) -> UnitVocoder:
         """A SpeechBrain unit HiFi-GAN repo (local directory or hub id): hyperparams.yaml +
         generator.ckpt. `layers` overrides the layer list the repo declares."""
-        from ..hub import hub_file
-        from .speechbrain import GENERATOR, HYPERPARAMS, load_generator, read_hyperparams, vocoder_layers
-
-        path = Path(source)
-        if path.is_dir():
-            hyperparams, checkpoint, repo = path / HYPERPARAMS, path / GENERATOR, path
-        else:
-            hyperparams, checkpoint, repo = hub_file(str(source), HYPERPARAMS), hub_file(str(source), GENERATOR), None
-        for needed in (hyperparams, checkpoint):
-            if not Path(needed).exists():
-                raise VocoderError(f"{source}: no {Path(needed).name}; not a SpeechBrain unit HiFi-GAN repo")
-        model = load_generator(hyperparams, checkpoint)
-        hparams = read_hyperparams(hyperparams)
-        layers = tuple(layers) if layers else vocoder_layers(hparams, repo)
+        model, hparams, declared = reader("speechbrain-vocoder")(source)
+        layers = tuple(layers) if layers else declared
         if not layers:
             raise VocoderError(f"{source}: cannot tell which SSL layers the vocoder's columns are; pass layers=")
         k, rest = divmod(model.config.vocab_size - 1, len(layers))

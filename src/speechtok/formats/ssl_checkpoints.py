@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import ast
 import collections
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..quantizers.safe_pickle import UnsafePickleError
+from ..errors import FormatError
+from ..readers import register
+from .torch_files import load_checkpoint
 
-
-class CheckpointFormatError(ValueError):
-    """A checkpoint that is not one of the supported formats, or does not fit the model."""
+CheckpointFormatError = FormatError  # the name before speechtok.errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,23 +84,8 @@ def _allow_list() -> list:
 
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint's top-level dict, with OmegaConf containers and namespaces as plain dicts."""
-    path = Path(path)
-    try:
-        with torch.serialization.safe_globals(_allow_list()):
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", str(error))
-        what = found.group(1) if found else str(error).splitlines()[0]
-        raise UnsafePickleError(
-            f"{path}: refused to load: the checkpoint holds {what}, which is not on speechtok's "
-            "allow-list of checkpoint types (tensors, builtin containers, argparse.Namespace, "
-            "OmegaConf containers, numpy scalars). Nothing from it was run."
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: "
-                                    f"{error})") from None
-    if not isinstance(raw, dict):
-        raise CheckpointFormatError(f"{path}: expected a dict, found {type(raw).__name__}")
+    raw = load_checkpoint(path, "checkpoint", allow=_allow_list(), allowed_description=(
+        "tensors, builtin containers, argparse.Namespace, OmegaConf containers, numpy scalars"))
     return _plain(raw)
 
 
@@ -422,11 +406,7 @@ def hf_state_dict(original: OriginalCheckpoint, model: torch.nn.Module, path: st
 # The whole path
 
 
-def is_original_checkpoint(name_or_path: str | Path) -> bool:
-    """A file (not a directory or hub id): treated as an original checkpoint."""
-    return Path(name_or_path).is_file()
-
-
+@register("ssl-checkpoint")
 def load_original(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """The transformers model a checkpoint holds, in eval mode, and its feature-extractor settings
     (`do_normalize`, `return_attention_mask`, `sampling_rate`)."""
@@ -458,4 +438,4 @@ def convert(path: str | Path, out_dir: str | Path) -> Path:
 
 
 __all__ = ["CheckpointFormatError", "OriginalCheckpoint", "convert", "hf_config", "hf_state_dict",
-           "is_original_checkpoint", "load_original", "parse_conv_layers", "read_checkpoint", "recognise"]
+           "load_original", "parse_conv_layers", "read_checkpoint", "recognise"]

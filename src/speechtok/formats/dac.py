@@ -8,7 +8,7 @@ Two layouts hold the same network under Descript's module names:
   `parametrizations.weight.original0` (g) / `original1` (v), no metadata; the configuration is
   read off the tensor shapes and the sample rate is given (or known from the published models).
 
-Weight norm is folded (`checkpoints.fold_weight_norm`) since transformers' DacModel holds plain
+Weight norm is folded (`torch_files.fold_weight_norm`) since transformers' DacModel holds plain
 weights. Every key must be used: an unknown key is an error naming it.
 """
 
@@ -19,16 +19,15 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError, fold_weight_norm, load_checkpoint
+from ..errors import FormatError
+from ..readers import register
+from .torch_files import fold_weight_norm, load_checkpoint
 
 # Sample rate of each published Descript model, by (hop, codebooks): 16 and 24 kHz share a hop.
 PUBLISHED_RATES = {(320, 12): 16000, (320, 32): 24000, (512, 9): 44100, (512, 18): 44100}
 
 
-class DacCheckpointError(CheckpointError):
-    pass
-
-
+@register("dac-checkpoint")
 def load_dac_checkpoint(path: str | Path, sample_rate: int | None = None):
     """A transformers DacModel holding the weights of a Descript or SpeechBrain DAC checkpoint."""
     from transformers import DacConfig, DacModel
@@ -46,7 +45,7 @@ def load_dac_checkpoint(path: str | Path, sample_rate: int | None = None):
         hop = _prod(config["encoder_rates"])
         config["sample_rate"] = PUBLISHED_RATES.get((hop, config["n_codebooks"]))
         if config["sample_rate"] is None:
-            raise DacCheckpointError(f"{path}: the checkpoint does not say its sample rate; pass sample_rate=")
+            raise FormatError(f"{path}: the checkpoint does not say its sample rate; pass sample_rate=")
     _check_consistent(config, shapes, path)
     model = DacModel(DacConfig(
         encoder_hidden_size=config["encoder_dim"],
@@ -62,7 +61,7 @@ def load_dac_checkpoint(path: str | Path, sample_rate: int | None = None):
                for name, w in weights.items()}
     missing, unexpected = model.load_state_dict(renamed, strict=False)
     if missing or unexpected:
-        raise DacCheckpointError(f"{path}: weights do not fit the DAC model: missing {missing[:5]}, "
+        raise FormatError(f"{path}: weights do not fit the DAC model: missing {missing[:5]}, "
                                  f"unexpected {unexpected[:5]}")
     return model.eval()
 
@@ -98,7 +97,7 @@ def hf_name(name: str, n_encoder: int, n_decoder: int, path: Path | None = None)
             unit = re.fullmatch(r"block\.(\d+)\.(.+)", tail)
             if unit and unit.group(1) in _RESIDUAL:
                 return f"{hf}.block.{i - 1}.{layer}.{_RESIDUAL[unit.group(1)]}.{unit.group(2)}"
-    raise DacCheckpointError(f"{path}: unexpected DAC parameter {name}")
+    raise FormatError(f"{path}: unexpected DAC parameter {name}")
 
 
 def _shapes_config(weights: dict[str, torch.Tensor], path: Path) -> dict:
@@ -122,7 +121,7 @@ def _shapes_config(weights: dict[str, torch.Tensor], path: Path) -> dict:
             "codebook_dim": codebook.shape[1],
         }
     except (KeyError, IndexError) as error:
-        raise DacCheckpointError(f"{path}: not a DAC state dict (no {error})") from None
+        raise FormatError(f"{path}: not a DAC state dict (no {error})") from None
 
 
 def _check_consistent(config: dict, shapes: dict, path: Path) -> None:
@@ -131,12 +130,12 @@ def _check_consistent(config: dict, shapes: dict, path: Path) -> None:
     for key, value in shapes.items():
         given = config[key]
         if (list(given) if isinstance(given, (list, tuple)) else given) != value:
-            raise DacCheckpointError(f"{path}: metadata says {key}={given} but the weights have {value}")
+            raise FormatError(f"{path}: metadata says {key}={given} but the weights have {value}")
     if list(config["decoder_rates"]) != list(config["encoder_rates"])[::-1]:
-        raise DacCheckpointError(f"{path}: decoder rates {config['decoder_rates']} do not mirror encoder rates "
+        raise FormatError(f"{path}: decoder rates {config['decoder_rates']} do not mirror encoder rates "
                                  f"{config['encoder_rates']}; transformers' DacModel cannot hold it")
     if config["latent_dim"] != config["encoder_dim"] * 2 ** len(config["encoder_rates"]):
-        raise DacCheckpointError(f"{path}: latent_dim {config['latent_dim']} is not encoder_dim * 2^blocks; "
+        raise FormatError(f"{path}: latent_dim {config['latent_dim']} is not encoder_dim * 2^blocks; "
                                  "transformers' DacModel cannot hold it")
 
 

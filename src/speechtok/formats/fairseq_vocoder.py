@@ -15,8 +15,10 @@ import json
 import re
 from pathlib import Path
 
-from ..checkpoints import CheckpointError, fold_weight_norm, load_checkpoint
-from .hifigan import HifiGANConfig, UnitHifiGAN
+from ..errors import FormatError
+from ..readers import register
+from ..vocoders.hifigan import HifiGANConfig, UnitHifiGAN
+from .torch_files import fold_weight_norm, load_checkpoint
 
 _UNSUPPORTED = {"f0": "F0 conditioning (it needs an F0 track, which units do not carry)",
                 "f0_quant_num_bin": "quantised F0 conditioning",
@@ -27,14 +29,14 @@ _CONVS = re.compile(r"^(conv_pre|conv_post|ups\.\d+|resblocks\.\d+\.convs[12]\.\
 def generator_config(cfg: dict, path: Path) -> HifiGANConfig:
     for key, what in _UNSUPPORTED.items():
         if cfg.get(key):
-            raise CheckpointError(f"{path}: the vocoder uses {what}; speechtok decodes from units only")
+            raise FormatError(f"{path}: the vocoder uses {what}; speechtok decodes from units only")
     try:
         duration = cfg.get("dur_predictor_params") or None
         embedding = int(cfg["embedding_dim"])
         speakers = int(cfg.get("num_speakers", 200)) if cfg.get("multispkr") else 0
         expected_in = embedding * (2 if speakers else 1)
         if int(cfg.get("model_in_dim", expected_in)) != expected_in:
-            raise CheckpointError(f"{path}: model_in_dim {cfg['model_in_dim']} is not the embedding "
+            raise FormatError(f"{path}: model_in_dim {cfg['model_in_dim']} is not the embedding "
                                   f"({expected_in}); extra conditioning inputs are not supported")
         return HifiGANConfig(
             vocab_size=int(cfg["num_embeddings"]),
@@ -54,7 +56,7 @@ def generator_config(cfg: dict, path: Path) -> HifiGANConfig:
             num_speakers=speakers,
         )
     except KeyError as error:
-        raise CheckpointError(f"{path}: the vocoder config lacks {error}") from None
+        raise FormatError(f"{path}: the vocoder config lacks {error}") from None
 
 
 def our_name(name: str) -> str:
@@ -66,20 +68,21 @@ def our_name(name: str) -> str:
     return f"{match.group(1)}.conv.{match.group(2)}" if match else name
 
 
+@register("fairseq-vocoder")
 def load_generator(checkpoint: str | Path, config: str | Path | None = None) -> tuple[UnitHifiGAN, dict]:
     """The generator of a CodeHiFiGAN checkpoint, weight norm folded, every key used; and its config."""
     checkpoint = Path(checkpoint)
     config_path = Path(config) if config else checkpoint.with_name("config.json")
     if not config_path.exists():
-        raise CheckpointError(f"{checkpoint}: no vocoder config ({config_path}); pass config=")
+        raise FormatError(f"{checkpoint}: no vocoder config ({config_path}); pass config=")
     cfg = json.loads(config_path.read_text())
     model = UnitHifiGAN(generator_config(cfg, config_path))
     state = load_checkpoint(checkpoint, "CodeHiFiGAN checkpoint")
     if "generator" not in state:
-        raise CheckpointError(f"{checkpoint}: no `generator` entry (keys: {', '.join(list(state)[:8])})")
+        raise FormatError(f"{checkpoint}: no `generator` entry (keys: {', '.join(list(state)[:8])})")
     weights = {our_name(k): v for k, v in fold_weight_norm(state["generator"], checkpoint).items()}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{checkpoint}: does not fit the generator its config describes: "
+        raise FormatError(f"{checkpoint}: does not fit the generator its config describes: "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval(), cfg

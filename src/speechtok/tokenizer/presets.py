@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .hub import hub_file, url_file
+from ..errors import InputError, UnknownNameError
+from ..hub import MissingFileError, hub_file, url_file
 
 SPEECHBRAIN_LAYERS = (1, 3, 7, 12, 18, 23)
 
@@ -100,7 +101,7 @@ def get(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise KeyError(f"no preset named {name!r}; presets: {', '.join([*PRESETS, *CODEC_PRESETS])}") from None
+        raise UnknownNameError(f"no preset named {name!r}; presets: {', '.join([*PRESETS, *CODEC_PRESETS])}") from None
 
 
 def layers_for(preset: Preset, layers: Sequence[int] | None) -> tuple[int, ...]:
@@ -108,5 +109,20 @@ def layers_for(preset: Preset, layers: Sequence[int] | None) -> tuple[int, ...]:
     chosen = tuple(layers) if layers else preset.layers
     for layer in chosen:
         if layer not in preset.layers:
-            raise ValueError(f"preset {preset.name} has k-means for layers {list(preset.layers)}, not {layer}")
+            raise InputError(f"preset {preset.name} has k-means for layers {list(preset.layers)}, not {layer}")
     return chosen
+
+
+def fetch_all(preset: Preset, layers: Sequence[int]) -> dict[int, Path]:
+    """layer -> local k-means file, for every layer; offline, one error listing every file that
+    is missing (not only the first)."""
+    found, missing = {}, []
+    for layer in layers:
+        try:
+            found[layer] = preset.fetch(layer)
+        except MissingFileError as error:
+            missing.append(str(error))
+    if missing:
+        raise MissingFileError(f"preset {preset.name} needs {len(missing)} file(s) that are not here:\n"
+                               + "\n".join(missing))
+    return found

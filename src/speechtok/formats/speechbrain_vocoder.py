@@ -14,8 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from ..checkpoints import CheckpointError, fold_weight_norm, load_checkpoint
-from .hifigan import HifiGANConfig, UnitHifiGAN
+from ..errors import FormatError, NotFoundError
+from ..hub import hub_file
+from ..readers import register
+from ..vocoders.hifigan import HifiGANConfig, UnitHifiGAN
+from .torch_files import fold_weight_norm, load_checkpoint
 
 HYPERPARAMS = "hyperparams.yaml"
 GENERATOR = "generator.ckpt"
@@ -62,11 +65,11 @@ def _resolve(value, top: dict, path: Path, depth: int = 0):
     if isinstance(value, Tagged) and value.tag in ("ref", "copy"):
         match = _REF.match(str(value.value).strip())
         if not match or depth > 20:
-            raise CheckpointError(f"{path}: cannot resolve `!{value.tag} {value.value}` (only plain <key> references)")
+            raise FormatError(f"{path}: cannot resolve `!{value.tag} {value.value}` (only plain <key> references)")
         target: object = top
         for part in match.group(1).split("."):
             if not isinstance(target, dict) or part not in target:
-                raise CheckpointError(f"{path}: `!ref {value.value}` names no key")
+                raise FormatError(f"{path}: `!ref {value.value}` names no key")
             target = target[part]
         return _resolve(target, top, path, depth + 1)
     if isinstance(value, list):
@@ -78,16 +81,16 @@ def generator_config(hparams: dict, path: Path) -> HifiGANConfig:
     """The UnitHifiGAN configuration a SpeechBrain hyperparams file declares."""
     node = hparams.get("generator")
     if not isinstance(node, Tagged) or not node.tag.startswith("new:") or not node.tag.endswith("UnitHifiganGenerator"):
-        raise CheckpointError(f"{path}: no `generator: !new:...UnitHifiganGenerator` entry")
+        raise FormatError(f"{path}: no `generator: !new:...UnitHifiganGenerator` entry")
     args = {k: _resolve(v, hparams, path) for k, v in node.value.items()}
     unknown = sorted(set(args) - _USED - _UNUSED - set(_FIXED))
     if unknown:
-        raise CheckpointError(f"{path}: generator arguments speechtok does not know: {', '.join(unknown)}")
+        raise FormatError(f"{path}: generator arguments speechtok does not know: {', '.join(unknown)}")
     for key, value in _FIXED.items():
         if args.get(key, value) != value:
-            raise CheckpointError(f"{path}: {key}={args[key]} is not supported (only {key}={value})")
+            raise FormatError(f"{path}: {key}={args[key]} is not supported (only {key}={value})")
     if args.get("in_channels", args.get("embedding_dim")) != args.get("embedding_dim"):
-        raise CheckpointError(f"{path}: in_channels {args['in_channels']} differs from embedding_dim")
+        raise FormatError(f"{path}: in_channels {args['in_channels']} differs from embedding_dim")
     options = {k: args[k] for k in _USED if k in args and k != "pooling_type"}
     options["pooling"] = args.get("pooling_type", "attention")
     options["resblock_type"] = str(options.get("resblock_type", "1"))
@@ -115,6 +118,22 @@ def load_generator(hyperparams: str | Path, checkpoint: str | Path) -> UnitHifiG
     state = fold_weight_norm(load_checkpoint(checkpoint, "SpeechBrain generator checkpoint"), checkpoint)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{checkpoint}: does not fit the generator its hyperparams describe: "
+        raise FormatError(f"{checkpoint}: does not fit the generator its hyperparams describe: "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval()
+
+
+@register("speechbrain-vocoder")
+def read_repo(source: str | Path) -> tuple[UnitHifiGAN, dict, tuple[int, ...] | None]:
+    """A SpeechBrain unit HiFi-GAN repo (local directory or hub id): the generator, the
+    hyperparams, and the SSL layers of its codebook columns if the repo says."""
+    path = Path(source)
+    if path.is_dir():
+        hyperparams, checkpoint, repo = path / HYPERPARAMS, path / GENERATOR, path
+    else:
+        hyperparams, checkpoint, repo = hub_file(str(source), HYPERPARAMS), hub_file(str(source), GENERATOR), None
+    for needed in (hyperparams, checkpoint):
+        if not Path(needed).exists():
+            raise NotFoundError(f"{source}: no {Path(needed).name}; not a SpeechBrain unit HiFi-GAN repo")
+    hparams = read_hyperparams(hyperparams)
+    return load_generator(hyperparams, checkpoint), hparams, vocoder_layers(hparams, repo)

@@ -21,15 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FormatError, UnsafeFileError
+from ..readers import register
+
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _multiarray
 
 
-class UnsafePickleError(pickle.UnpicklingError, ValueError):
-    """The file names a global outside the allow-list; nothing from it was called. (A ValueError
-    too: to a caller it is a bad input file.)"""
+UnsafePickleError = UnsafeFileError  # the name before speechtok.errors
 
 
 class EstimatorState:
@@ -39,7 +40,7 @@ class EstimatorState:
 
     def __setstate__(self, state):
         if not isinstance(state, dict):
-            raise UnsafePickleError(f"unexpected estimator state of type {type(state).__name__}")
+            raise UnsafeFileError(f"unexpected estimator state of type {type(state).__name__}")
         self.__dict__.update(state)
 
 
@@ -87,7 +88,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python implementation, so 
     def find_class(self, module, name):
         obj = _allowed_global(module, name)
         if obj is None:
-            raise UnsafePickleError(
+            raise UnsafeFileError(
                 f"{self.source}: refused to load: the pickle names {module}.{name}, which is not "
                 "a scikit-learn k-means or numpy type. Nothing from it was run."
             )
@@ -104,7 +105,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python implementation, so 
     def _read_joblib_array(self, wrapper: _ArrayWrapper) -> np.ndarray:
         dtype = np.dtype(wrapper.dtype)
         if dtype.hasobject:
-            raise UnsafePickleError(f"{self.source}: refused to load an array of Python objects")
+            raise UnsafeFileError(f"{self.source}: refused to load an array of Python objects")
         if getattr(wrapper, "numpy_array_alignment_bytes", None) is not None:
             padding = self._file_read(1)[0]
             self._file_read(padding)
@@ -144,15 +145,22 @@ def load(path: str | Path):
     return _RestrictedUnpickler(io.BytesIO(data), str(path)).load()
 
 
+@register("sklearn-kmeans")
 def kmeans_centroids(path: str | Path) -> tuple[np.ndarray, dict]:
     """Centroids [K, D] of a pickled scikit-learn KMeans / MiniBatchKMeans, and a description."""
-    obj = load(path)
+    try:
+        obj = load(path)
+    except UnsafeFileError:
+        raise
+    except (pickle.UnpicklingError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError, TypeError,
+            AttributeError, IndexError, KeyError) as error:
+        raise FormatError(f"{path}: not a readable k-means pickle ({type(error).__name__}: {error})") from None
     centers = getattr(obj, "cluster_centers_", None)
     if not isinstance(obj, EstimatorState) or centers is None:
-        raise ValueError(f"{path}: not a fitted scikit-learn KMeans / MiniBatchKMeans")
+        raise FormatError(f"{path}: not a fitted scikit-learn KMeans / MiniBatchKMeans")
     centers = np.asarray(centers)
     if centers.ndim != 2:
-        raise ValueError(f"{path}: cluster_centers_ has shape {centers.shape}, expected [K, D]")
+        raise FormatError(f"{path}: cluster_centers_ has shape {centers.shape}, expected [K, D]")
     info = {"imported_from": str(path), "sklearn_class": type(obj).sklearn_class,
             "sklearn_version": getattr(obj, "_sklearn_version", None)}
     return centers, info

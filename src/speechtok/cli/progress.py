@@ -12,7 +12,7 @@ from rich.text import Text
 class _AudioColumn(ProgressColumn):
     """Hours of audio done this run, and hours of audio per second of wall time (x 3600 = realtime factor)."""
 
-    def __init__(self, meter: "JobProgress"):
+    def __init__(self, meter: JobProgress):
         super().__init__()
         self.meter = meter
 
@@ -35,7 +35,7 @@ class JobProgress:
         )
         self.task = None
 
-    def __enter__(self) -> "JobProgress":
+    def __enter__(self) -> JobProgress:
         self.bar.__enter__()
         return self
 

@@ -6,13 +6,12 @@
     audio = tok.decode(units)                               # float32, 16 kHz, the input's length
 
 Long audio is encoded and decoded in windows of `window_seconds` with context around each (see
-`windows.py`): exact for DAC, and for EnCodec / Mimi (whose memory has no bound) a documented
+`runtime/windows.py`): exact for DAC, and for EnCodec / Mimi (whose memory has no bound) a documented
 approximation. Memory then depends on the window, not on the file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,31 +19,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..audio import AudioSource, load_audio
-from ..encoders.base import default_batch_seconds
-from ..tokenizer import CONFIG_NAME, TokenizerBase, write_config
+from ..codecs import CodecError, CodecModel, load_codec
+from ..runtime import windows
+from ..runtime.device import batch_seconds as default_or
 from ..units import Units
-from .. import windows
-from .models import CodecError, CodecModel, load_codec
+from .base import CONFIG_NAME, TokenizerBase, read_config, write_config
+
+TYPE = "codec"
 
 DEFAULT_WINDOW_SECONDS = 30.0
 SAVED_MODEL_DIR = "codec"  # where save_pretrained puts a model converted from an original checkpoint
-
-
-class CodecAudio:
-    """Reads audio for a codec: mono float32 at its sample rate, at least one frame (hop) long."""
-
-    def __init__(self, codec: CodecModel):
-        self.codec = codec
-        self.sample_rate = codec.sample_rate
-        self.device = codec.device
-
-    def load(self, source: AudioSource, sample_rate: int | None = None, start: float | None = None,
-             duration: float | None = None) -> np.ndarray:
-        return load_audio(source, self.sample_rate, sample_rate, self.codec.hop, start=start, duration=duration)
-
-    def config(self) -> dict:
-        return self.codec.config()
 
 
 class CodecTokenizer(TokenizerBase):
@@ -55,16 +39,19 @@ class CodecTokenizer(TokenizerBase):
     def __init__(self, codec: CodecModel, n_quantizers: int | None = None, bandwidth: float | None = None,
                  window_seconds: float = DEFAULT_WINDOW_SECONDS, batch_seconds: float | None = None):
         self.codec = codec
-        self.encoder = CodecAudio(codec)
         self.n_quantizers = codec.check_quantizers(n_quantizers, bandwidth)
         if window_seconds <= 0:
             raise CodecError(f"window_seconds must be positive, not {window_seconds}")
         self.window_seconds = float(window_seconds)
         # a runtime choice, not saved; None = the device's default
-        self.batch_seconds = default_batch_seconds(codec.device) if batch_seconds is None else batch_seconds
+        self.batch_seconds = default_or(batch_seconds, codec.device)
         hop = codec.hop
         self._core_samples = max(1, round(window_seconds * codec.sample_rate / hop)) * hop
         self._core_frames = self._core_samples // hop
+
+    @property
+    def front_end(self) -> CodecModel:
+        return self.codec
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -99,20 +86,20 @@ class CodecTokenizer(TokenizerBase):
         right = 0 if codec.causal else codec.encode_context
         padded = [len(w) + codec.pad(len(w)) for w in waves]
         plans = [w for i, n in enumerate(padded) for w in windows.plan(i, n, self._core_samples, left, right)]
-        kept: list[dict[int, np.ndarray]] = [{} for _ in waves]
-        for batch in windows.batches(plans, self._batch_samples):
+
+        def forward(batch: list[windows.Window]) -> list[np.ndarray]:
             audio = torch.from_numpy(np.stack([_slice(waves[w.item], w.start, w.stop) for w in batch]))
             codes = codec.encode(audio, self.n_quantizers).cpu().numpy()
-            for w, c in zip(batch, codes):
-                first = (w.core_start - w.start) // hop
-                count = codec.num_frames(w.core_stop) - w.core_start // hop
-                kept[w.item][w.core_start] = c[:, first : first + count].T
             if progress is not None:
                 progress(sum(min(w.core_stop, len(waves[w.item])) - w.core_start for w in batch))
+            first = [w.core_offset // hop for w in batch]
+            count = [codec.num_frames(w.core_stop) - w.core_start // hop for w in batch]
+            return [c[:, f : f + n].T for c, f, n in zip(codes, first, count)]
+
+        kept = windows.run(plans, len(waves), forward, self._batch_samples, equal_lengths=True)
         return [
-            Units(codes=np.concatenate([parts[k] for k in sorted(parts)]), streams=self.streams,
-                  frame_rate=self.frame_rate, vocab_sizes=self.vocab_sizes, num_samples=len(wave),
-                  sample_rate=self.sample_rate)
+            Units(codes=np.concatenate(parts), streams=self.streams, frame_rate=self.frame_rate,
+                  vocab_sizes=self.vocab_sizes, num_samples=len(wave), sample_rate=self.sample_rate)
             for wave, parts in zip(waves, kept)
         ]
 
@@ -126,19 +113,23 @@ class CodecTokenizer(TokenizerBase):
         left = codec.decode_context
         right = 0 if codec.causal else codec.decode_context
         plans = [w for i, c in enumerate(codes) for w in windows.plan(i, len(c), self._core_frames, left, right)]
-        kept: list[dict[int, np.ndarray]] = [{} for _ in units]
-        for batch in windows.batches(plans, self._batch_samples // hop):
+
+        def forward(batch: list[windows.Window]) -> list[np.ndarray]:
             audio = codec.decode(torch.from_numpy(np.stack([codes[w.item][w.start : w.stop].T for w in batch])))
             audio = audio.float().cpu().numpy()
-            for w, a in zip(batch, audio):
-                first = (w.core_start - w.start) * hop
-                last = len(a) if w.core_stop == len(codes[w.item]) else first + (w.core_stop - w.core_start) * hop
-                kept[w.item][w.core_start] = a[first:last]
             if progress is not None:
                 progress(sum((w.core_stop - w.core_start) * hop for w in batch))
+            kept = []
+            for w, a in zip(batch, audio):
+                first = w.core_offset * hop
+                last = len(a) if w.core_stop == len(codes[w.item]) else first + (w.core_stop - w.core_start) * hop
+                kept.append(a[first:last])
+            return kept
+
+        kept = windows.run(plans, len(units), forward, self._batch_samples // hop, equal_lengths=True)
         out = []
         for u, parts in zip(units, kept):
-            audio = np.concatenate([parts[k] for k in sorted(parts)]) if parts else np.zeros(0, np.float32)
+            audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
             if u.num_samples is not None:  # the decoder may give a few samples fewer (DAC: F*hop - 8)
                 audio = np.pad(audio[: u.num_samples], (0, max(0, u.num_samples - len(audio))))
             out.append(audio.astype(np.float32, copy=False))
@@ -164,10 +155,10 @@ class CodecTokenizer(TokenizerBase):
 
     # --- saving and loading -----------------------------------------------------------------------
 
-    def config(self) -> dict:
+    def to_dict(self) -> dict:
         """What makes this tokenizer's output. Windowing changes EnCodec / Mimi codes (not DAC's),
         so the window is part of it."""
-        return {"kind": "codec", "codec": self.codec.config(), "n_quantizers": self.n_quantizers,
+        return {"type": TYPE, "codec": self.codec.to_dict(), "n_quantizers": self.n_quantizers,
                 "window_seconds": self.window_seconds}
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -175,7 +166,7 @@ class CodecTokenizer(TokenizerBase):
         original checkpoint is saved alongside (`codec/`), so loading needs no conversion."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = self.config()
+        config = self.to_dict()
         if Path(self.codec.source).is_file():
             self.codec.model.save_pretrained(directory / SAVED_MODEL_DIR)
             config["codec"] = {**config["codec"], "model": SAVED_MODEL_DIR, "converted_from": self.codec.source}
@@ -183,8 +174,8 @@ class CodecTokenizer(TokenizerBase):
         return directory
 
     @classmethod
-    def from_config(cls, config: dict, base_dir: str | os.PathLike | None = None, **options) -> CodecTokenizer:
-        """Rebuild from `config()`. `options`: device, dtype, batch_seconds, and n_quantizers /
+    def from_dict(cls, config: dict, base_dir: str | os.PathLike | None = None, **options) -> CodecTokenizer:
+        """Rebuild from `to_dict()`. `options`: device, dtype, batch_seconds, and n_quantizers /
         bandwidth / window_seconds to override what was saved."""
         _check_options(options)
         source = config["codec"]["model"]
@@ -204,7 +195,7 @@ class CodecTokenizer(TokenizerBase):
         the file does not say it)."""
         path = Path(source)
         if (path / CONFIG_NAME).exists():
-            return cls.from_config(json.loads((path / CONFIG_NAME).read_text()), base_dir=path, **options)
+            return cls.from_dict(read_config(path), base_dir=path, **options)
         _check_options(options)
         codec = load_codec(str(source), options.pop("revision", None), options.pop("device", "cpu"),
                            options.pop("dtype", None), sample_rate=options.pop("sample_rate", None))

@@ -1,0 +1,18 @@
+"""The `speechtok` command: every command group registered on one typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from . import bpe, corpus, encode, imports, labels
+
+app = typer.Typer(
+    help="speechtok: speech -> SSL features, semantic units and codec tokens, and back.\n\n"
+         "Exit codes: 0 all good; 1 finished, some files failed; 2 bad arguments or refused input; "
+         "3 the job could not finish (I/O, disk full); 4 a bug (traceback shown).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for group in (encode, corpus, labels, bpe, imports):
+    group.register(app)

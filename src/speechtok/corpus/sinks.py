@@ -1,0 +1,323 @@
+"""Where a corpus job's rows go (see `runner.Sink`).
+
+- `ParquetShards`: `OUT/data/part-R-N.parquet`, one row per utterance, resumable. A shard is
+  written to `<name>.tmp` and renamed when complete, its error list committed just before, so a
+  shard file that exists is whole; a re-run redoes exactly the shards without a file. `job.json`
+  remembers what made OUT, and a different job into it is refused. At the end: `errors.jsonl`
+  and `manifest.json` (a `CorpusManifest`), per rank.
+- `FairseqArrays`: `dump_hubert_feature.py`'s layout, per stream `{split}_{rank}_{nshard}.npy`
+  (every frame, concatenated) + `.len`; written under temporary names and renamed at the end.
+- `FrameReservoirs`: a fixed-size uniform sample of frames per stream (for fitting k-means).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..errors import InputError, JobFailed
+from .arrow import list_column
+from .inputs import Utterance
+from .manifest import DATA_DIR, CorpusManifest, ShardRecord
+from .reader import Loaded
+from .runner import JobResult, Work, error_record
+
+DEFAULT_SHARD_SIZE = 1000  # utterances per Parquet file (a few hours of speech)
+JOB_FILE = "job.json"
+STATE_DIR = ".state"  # per-shard error lists, committed before their shard
+
+# Columns every row has, ahead of the job's own.
+BASE_FIELDS = [
+    pa.field("id", pa.string()),
+    pa.field("path", pa.string()),
+    pa.field("start", pa.float64()),  # seconds, for segments of a longer file; else null
+    pa.field("duration", pa.float64()),
+    pa.field("index", pa.int64()),  # position in the job's inputs (fairseq .tsv order)
+    pa.field("num_samples", pa.int64()),  # at the encoder's sample rate
+]
+
+
+def utterance_digest(utterances: Sequence[Utterance]) -> str:
+    h = hashlib.sha256()
+    for u in utterances:
+        h.update(json.dumps([u.id, u.path, u.start, u.duration]).encode())
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def rank_suffix(rank: int, nshard: int) -> str:
+    return "" if nshard == 1 else f"-{rank}-of-{nshard}"
+
+
+def job_signature(signature: dict, utterances: Sequence[Utterance], nshard: int = 1,
+                  shard_size: int | None = None) -> dict:
+    """A job's signature completed with what its inputs and split are."""
+    return {**signature, "utterances": len(utterances), "utterance_digest": utterance_digest(utterances),
+            "nshard": nshard, **({} if shard_size is None else {"shard_size": shard_size})}
+
+
+class ParquetShards:
+    """Parquet shards of `shard_size` utterances under `out/data`, resumable (module docstring)."""
+
+    needs_every_input = False
+
+    def __init__(self, out: str | os.PathLike, signature: dict, fields: list[pa.Field], *, rank: int = 0,
+                 nshard: int = 1, shard_size: int = DEFAULT_SHARD_SIZE, metadata: dict | None = None):
+        if shard_size < 1:
+            raise InputError("shard_size must be at least 1")
+        self.out = Path(out)
+        self.signature = signature
+        self.rank, self.nshard, self.shard_size = rank, nshard, shard_size
+        self.schema = pa.schema(BASE_FIELDS + fields)
+        self.metadata = metadata or {}
+        self._all: list[Work] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._errors: list[dict] = []
+
+    def shard_name(self, i: int) -> str:
+        return f"part-{self.rank:03d}-{i:05d}.parquet"
+
+    def shard_path(self, name: str) -> Path:
+        return self.out / DATA_DIR / name
+
+    def _claim(self) -> None:
+        """Create OUT or check it holds this same job; drop what a killed run left half-written."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / STATE_DIR).mkdir(exist_ok=True)
+        (self.out / DATA_DIR).mkdir(exist_ok=True)
+        job_file = self.out / JOB_FILE
+        if job_file.exists():
+            previous = json.loads(job_file.read_text())
+            if previous != self.signature:
+                changed = sorted(k for k in set(previous) | set(self.signature) if previous.get(k) != self.signature.get(k))
+                raise InputError(
+                    f"{self.out} holds the output of a different job (differs in: {', '.join(changed)}). "
+                    "Re-run with the same arguments to resume it, or choose another output directory."
+                )
+        else:
+            atomic_write_text(job_file, json.dumps(self.signature, indent=2) + "\n")
+        for folder in (DATA_DIR, STATE_DIR):
+            for stale in (self.out / folder).glob(f"part-{self.rank:03d}-*.tmp"):
+                stale.unlink()
+
+    def pending(self, indices: range) -> list[Work]:
+        self._claim()
+        starts = range(indices.start, indices.stop, self.shard_size)
+        self._all = [Work(self.shard_name(i), range(s, min(s + self.shard_size, indices.stop)))
+                     for i, s in enumerate(starts)]
+        return [w for w in self._all if not self.shard_path(w.name).exists()]
+
+    def begin(self, work: Work) -> None:
+        tmp = self.shard_path(work.name + ".tmp")
+        self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+        self._errors = []
+
+    def failed(self, items: list[Loaded]) -> None:
+        self._errors += [error_record(item) for item in items]
+
+    def write(self, items: list[Loaded], rows: list[dict]) -> None:
+        columns = {
+            "id": [it.utterance.id for it in items],
+            "path": [it.utterance.path for it in items],
+            "start": [it.utterance.start for it in items],
+            "duration": [it.utterance.duration for it in items],
+            "index": [it.index for it in items],
+            "num_samples": [len(it.wave) for it in items],
+        }
+        arrays = [pa.array(columns[f.name], f.type) if f.name in columns
+                  else list_column([row[f.name] for row in rows], f.type) for f in self.schema]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def commit(self, work: Work) -> None:
+        self._writer.close()
+        self._writer = None
+        # The error list is committed first: a shard file that exists always has its errors beside it.
+        errors = self.out / STATE_DIR / (work.name + ".errors.jsonl")
+        atomic_write_text(errors, "".join(json.dumps(e) + "\n" for e in self._errors))
+        os.replace(self.shard_path(work.name + ".tmp"), self.shard_path(work.name))
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def finish(self, result: JobResult) -> None:
+        suffix = rank_suffix(self.rank, self.nshard)
+        records = []
+        for work in self._all:
+            path = self.shard_path(work.name)
+            errors_text = (self.out / STATE_DIR / (work.name + ".errors.jsonl")).read_text()
+            shard_errors = [json.loads(line) for line in errors_text.splitlines() if line]
+            result.errors += shard_errors
+            try:
+                rows = pq.ParquetFile(path).metadata.num_rows
+            except (OSError, pa.ArrowException) as error:
+                raise JobFailed(f"{path}: a damaged shard ({error}); delete it and run the command again") from None
+            result.bytes += path.stat().st_size
+            records.append(ShardRecord(f"{DATA_DIR}/{work.name}", rows, len(shard_errors), work.indices.start,
+                                       work.indices.stop))
+            result.shards.append(f"{DATA_DIR}/{work.name}")
+        atomic_write_text(self.out / f"errors{suffix}.jsonl", "".join(json.dumps(e) + "\n" for e in result.errors))
+        manifest = CorpusManifest(
+            speechtok_version=__version__, command=list(sys.argv), job=self.signature, rank=self.rank,
+            rows=sum(r.rows for r in records), errors=len(result.errors),
+            schema={f.name: str(f.type) for f in self.schema}, shards=records, **self.metadata)
+        atomic_write_text(self.out / f"manifest{suffix}.json", json.dumps(manifest.to_dict(), indent=2) + "\n")
+
+
+class NpyAppender:
+    """A float32 [rows, dim] .npy written row block by row block; the header is fixed at the end.
+
+    The header is padded to a fixed 128 bytes (valid in format 1.0: spaces before the newline), so
+    the final shape can be written over it without moving the data.
+    """
+
+    HEADER = 128
+
+    def __init__(self, path: Path, dim: int):
+        self.path, self.dim, self.rows = path, dim, 0
+        self.file = open(path, "wb")
+        self.file.write(b"\0" * self.HEADER)
+
+    def append(self, block: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        text = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (self.rows, self.dim)
+        body = text.ljust(self.HEADER - 10 - 1) + "\n"
+        header = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
+        assert len(header) == self.HEADER
+        self.file.seek(0)
+        self.file.write(header)
+        self.file.close()
+
+
+class FairseqArrays:
+    """`{out}/{stream}/{split}_{rank}_{nshard}.npy` + `.len` per stream (fairseq's feature dump).
+    One file per rank: every input line must have its frames, so a bad input stops the job."""
+
+    needs_every_input = True
+
+    def __init__(self, out: str | os.PathLike, split: str, dims: dict[str, int], rank: int = 0, nshard: int = 1):
+        self.out, self.dims = Path(out), dims
+        self.stem = f"{split}_{rank}_{nshard}"
+        self.final = {s: self.out / s / f"{self.stem}.npy" for s in dims}
+        self._arrays: dict[str, NpyAppender] = {}
+        self._lengths: dict[str, list[int]] = {}
+
+    def pending(self, indices: range) -> list[Work]:
+        return [Work(self.stem, indices)]
+
+    def begin(self, work: Work) -> None:
+        for s, dim in self.dims.items():
+            self.final[s].parent.mkdir(parents=True, exist_ok=True)
+            self._arrays[s] = NpyAppender(self.final[s].with_name(self.stem + ".npy.tmp"), dim)
+            self._lengths[s] = []
+
+    def failed(self, items: list[Loaded]) -> None:  # never called: needs_every_input
+        raise AssertionError("FairseqArrays needs every input")
+
+    def write(self, items: list[Loaded], rows: list[dict]) -> None:
+        for row in rows:
+            for s in self.dims:
+                self._arrays[s].append(row[s])
+                self._lengths[s].append(len(row[s]))
+
+    def commit(self, work: Work) -> None:
+        for s, array in self._arrays.items():
+            array.close()
+            os.replace(array.path, self.final[s])
+            atomic_write_text(self.final[s].with_name(self.stem + ".len"),
+                              "".join(f"{n}\n" for n in self._lengths[s]))
+        self._arrays = {}
+
+    def abort(self) -> None:
+        for array in self._arrays.values():
+            array.file.close()
+            array.path.unlink(missing_ok=True)
+        self._arrays = {}
+
+    def finish(self, result: JobResult) -> None:
+        result.shards = [str(p) for p in self.final.values()]
+
+
+class Reservoir:
+    """A uniform sample of at most `capacity` rows from a stream of row blocks (Vitter's
+    algorithm R, a block at a time)."""
+
+    def __init__(self, capacity: int, seed: int = 0):
+        self.capacity = capacity
+        self.seen = 0
+        self.rng = np.random.default_rng(seed)
+        self.rows: np.ndarray | None = None
+        self.filled = 0
+
+    def add(self, block: np.ndarray) -> None:
+        if self.rows is None:
+            self.rows = np.empty((self.capacity, block.shape[1]), dtype=np.float32)
+        room = min(self.capacity - self.filled, len(block))
+        if room > 0:
+            self.rows[self.filled : self.filled + room] = block[:room]
+            self.filled += room
+        rest = block[room:]
+        if len(rest):
+            # row number i (0-based, counting all rows seen) replaces a random slot with
+            # probability capacity / (i + 1); numpy applies repeated slots in order, as the
+            # one-row-at-a-time algorithm would.
+            positions = self.seen + room + np.arange(len(rest))
+            slots = (self.rng.random(len(rest)) * (positions + 1)).astype(np.int64)
+            keep = slots < self.capacity
+            self.rows[slots[keep]] = rest[keep]
+        self.seen += len(block)
+
+    def sample(self) -> np.ndarray:
+        return np.zeros((0, 0), np.float32) if self.rows is None else self.rows[: self.filled]
+
+
+class FrameReservoirs:
+    """A `Reservoir` of frames per stream, filled in input order (so the sample does not depend on
+    batching); failed inputs are listed in `errors`."""
+
+    needs_every_input = False
+
+    def __init__(self, streams: Sequence[str], capacity: int, seed: int = 0):
+        self.reservoirs = {s: Reservoir(capacity, seed + i) for i, s in enumerate(streams)}
+        self.errors: list[dict] = []
+
+    def pending(self, indices: range) -> list[Work]:
+        return [Work("frames", indices)]
+
+    def begin(self, work: Work) -> None:
+        pass
+
+    def failed(self, items: list[Loaded]) -> None:
+        self.errors += [error_record(item) for item in items]
+
+    def write(self, items: list[Loaded], rows: list[dict]) -> None:
+        for row in rows:
+            for stream, block in row.items():
+                self.reservoirs[stream].add(block)
+
+    def commit(self, work: Work) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def finish(self, result: JobResult) -> None:
+        result.errors = list(self.errors)

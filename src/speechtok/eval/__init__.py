@@ -1,0 +1,1 @@
+"""Unit quality: teacher quality against phone alignments (PNMI, purities), codebook statistics."""

@@ -1,0 +1,40 @@
+"""The k-means files of a SpeechBrain DiscreteSSL repository: `kmeans/<name>_L<layer>.pt`, one per
+SSL layer (scikit-learn pickles, read through `sklearn_pickle`'s allow-list)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..errors import NotFoundError
+
+_LAYER_FILE = re.compile(r"_L(\d+)\.pt$")
+
+
+def kmeans_files(source: str | os.PathLike) -> dict[int, Path]:
+    """layer -> k-means file of a SpeechBrain repo (local directory, or hub id fetched/cached)."""
+    directory = Path(source)
+    if not directory.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            directory = Path(snapshot_download(str(source), allow_patterns=["kmeans/*"]))
+        except Exception as error:  # noqa: BLE001 - offline, unknown repo: say what was tried
+            raise NotFoundError(f"{source}: not a local directory, and the hub repo could not be "
+                                f"fetched ({type(error).__name__}: {error})") from None
+    files = {}
+    for path in sorted((directory / "kmeans").glob("*.pt")):
+        match = _LAYER_FILE.search(path.name)
+        if match:
+            files[int(match.group(1))] = path
+    if not files:
+        raise NotFoundError(f"{source}: no kmeans/<name>_L<layer>.pt files (a SpeechBrain "
+                            "DiscreteSSL / unit-HiFi-GAN repo has them)")
+    return files
+
+
+def has_vocoder(directory: Path) -> bool:
+    from .speechbrain_vocoder import GENERATOR, HYPERPARAMS
+
+    return (directory / HYPERPARAMS).exists() and (directory / GENERATOR).exists()

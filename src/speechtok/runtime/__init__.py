@@ -1,0 +1,1 @@
+"""Runtime: windows and batches (plan -> run -> regroup), device and dtype policy."""

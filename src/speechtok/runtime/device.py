@@ -1,0 +1,37 @@
+"""Device policy: how much audio a batch holds by default, and which dtype names mean what."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+
+# Seconds of padded audio per batch; 0 = one utterance (window) per batch. On a GPU big batches keep
+# the device busy; on a CPU one utterance already fills every core, and padding plus activations
+# that overflow the caches only cost: 200 s batches ran 2.4x and 10 s batches 6% slower than one
+# file at a time (WavLM-large, 2-core CPU; see docs/benchmarks.md).
+DEFAULT_BATCH_SECONDS = {"cuda": 200.0, "cpu": 0.0}
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def default_batch_seconds(device: torch.device | str) -> float:
+    return DEFAULT_BATCH_SECONDS.get(torch.device(device).type, DEFAULT_BATCH_SECONDS["cuda"])
+
+
+def batch_seconds(given: float | None, device: torch.device | str) -> float:
+    """`given` (0 is a choice: one item per batch), or the device's default when None."""
+    return default_batch_seconds(device) if given is None else float(given)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """A torch dtype from its name (float32 / bfloat16 / float16, or fp32 / bf16 / fp16)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise InputError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}") from None
