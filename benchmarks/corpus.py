@@ -91,7 +91,8 @@ def main():
     print(f"model: WavLM {config.num_hidden_layers} blocks x {config.hidden_size}, layer {layer}, K=1000; "
           f"{len(files)} files, {audio_seconds:.1f} s of audio; {result.ok} rows")
     print(f"reference (batch 1: read, full forward, sklearn predict): {ref_time:.2f} s, {audio_seconds / ref_time:.2f}x realtime")
-    print(f"speechtok tokenize (corpus job, Parquet out):             {ours_time:.2f} s, {audio_seconds / ours_time:.2f}x realtime")
+    print(f"speechtok tokenize (corpus job, Parquet out):             {ours_time:.2f} s, "
+          f"{audio_seconds / ours_time:.2f}x realtime")
     print(f"throughput ratio: {ref_time / ours_time:.2f}x; tokens identical: {same / total * 100:.2f}% of {total} frames")
 
 

@@ -61,7 +61,9 @@ def main():
     print(f"machine: {machine()}")
     print(f"data: {args.frames} x {args.dim}, K={args.k}")
     print(f"sklearn MiniBatchKMeans (fairseq learn_kmeans.py parameters): {sk_time:.1f} s, inertia {sk_inertia:.6g}")
-    print(f"speechtok KMeans.fit (torch Lloyd, k-means++, up to {args.iters} iterations, tol {speechtok.quantizers.kmeans.DEFAULT_TOL:g}): {ours_time:.1f} s, inertia {our_inertia:.6g}")
+    tol = speechtok.quantizers.kmeans.DEFAULT_TOL
+    print(f"speechtok KMeans.fit (torch Lloyd, k-means++, up to {args.iters} iterations, tol {tol:g}): "
+          f"{ours_time:.1f} s, inertia {our_inertia:.6g}")
     print(f"speed ratio: {sk_time / ours_time:.1f}x; inertia vs sklearn: {(our_inertia / sk_inertia - 1) * 100:+.2f}%")
 
 

@@ -1,7 +1,8 @@
 """Unit vocoder decode throughput: batched vs one sequence at a time, same units, same run.
 
 A random unit HiFi-GAN of SpeechBrain's published hifigan-*-k1000-LibriTTS shape (6 layers x
-K=1000, 1024-dim embeddings, 512 channels, upsampling 5x4x4x2x2, reflect padding). The units: utterances of different lengths (2-12 s at 50 Hz). One at a time:
+K=1000, 1024-dim embeddings, 512 channels, upsampling 5x4x4x2x2, reflect padding). The units: utterances of
+different lengths (2-12 s at 50 Hz). One at a time:
 `UnitVocoder.decode` per utterance (SpeechBrain's `decode_unit` loop). Batched: `decode_batch`
 with `--window` second windows (equal lengths across utterances, so they batch; exact, see
 docs/architecture.md) and `--batch-seconds` of audio per batch. Reports audio seconds decoded per

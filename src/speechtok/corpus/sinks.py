@@ -151,9 +151,13 @@ class ParquetShards:
         os.replace(self.shard_path(work.name + ".tmp"), self.shard_path(work.name))
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """The `.tmp` of the unfinished shard stays until the next run removes it."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the error that stopped the job is the one to report
+                pass
 
     def finish(self, result: JobResult) -> None:
         suffix = rank_suffix(self.rank, self.nshard)
