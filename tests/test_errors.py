@@ -149,3 +149,19 @@ def test_a_damaged_shard_is_a_job_failure_naming_it(mfcc_tokenizer, speech_files
     shard.write_bytes(bytes(data))
     result = CliRunner().invoke(app, ["export", str(out), "--format", "km", "-o", str(tmp_path / "km")])
     assert result.exit_code == 3 and shard.name in result.output and "Traceback" not in result.output
+
+
+def test_help_shows_flags_as_flags():
+    result = CliRunner().invoke(app, ["tokenize", "--help"])
+    assert result.exit_code == 0 and "--dedup" in result.output and "<bool>" not in result.output
+
+
+def test_long_paths_are_not_wrapped_when_stderr_is_a_pipe(tmp_path):
+    import subprocess
+    import sys
+
+    deep = tmp_path / ("a-rather-long-directory-name-" * 4) / "and-a-file-that-does-not-exist.wav"
+    result = subprocess.run([sys.executable, "-m", "speechtok.cli", "tokenize", str(deep), "-t", "mfcc", "-o",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert any(str(deep) in line for line in result.stderr.splitlines())  # on one line, whole

@@ -13,6 +13,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags without a type column, no boxes cut at 80 columns
+    context_settings={"max_content_width": 120, "help_option_names": ["-h", "--help"]},
 )
 for group in (encode, corpus, labels, bpe, imports):
     group.register(app)

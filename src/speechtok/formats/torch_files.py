@@ -41,8 +41,8 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", allow: Sequence 
         if not found:
             raise FormatError(f"{path}: not a loadable {what} ({str(error).splitlines()[0]})") from None
         raise UnsafeFileError(
-            f"{path}: refused to load: the {what} holds {found.group(1)}, which is not on speechtok's "
-            f"allow-list ({allowed_description}). Nothing from it was run."
+            f"{path}: refused to load: not a loadable {what}, it holds {found.group(1)}, which is not on "
+            f"speechtok's allow-list ({allowed_description}). Nothing from it was run."
         ) from None
     except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... on a damaged file
         raise FormatError(f"{path}: not a loadable {what} ({type(error).__name__}: {error})") from None
