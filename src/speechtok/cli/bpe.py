@@ -17,7 +17,7 @@ bpe_app = typer.Typer(help="Byte-pair encoding of unit sequences (SentencePiece)
 @bpe_app.command("train")
 @boundary
 def bpe_train(
-    corpus: Path = typer.Argument(..., help="A directory written by `speechtok tokenize` (BPE is learned on its stored units; deduplicated if it was run with --dedup)."),
+    corpus: Path = typer.Argument(..., metavar="CORPUS", help="A directory written by `speechtok tokenize` (BPE is learned on its stored units; deduplicated if it was run with --dedup)."),
     vocab_size: int = typer.Option(..., "--vocab-size", help="BPE pieces in all: every unit seen + 256 byte pieces + 3 specials + merges."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write: bpe.model (SentencePiece) + bpe.json."),
     stream: Optional[str] = typer.Option(None, help="Stream to learn on (default: the only one)."),
@@ -50,8 +50,8 @@ def _apply(bpe_dir: Path, ids: Optional[List[int]], invert: bool) -> None:
 @bpe_app.command("encode")
 @boundary
 def bpe_encode(
-    bpe_dir: Path = typer.Argument(..., help="A directory written by `speechtok bpe train`."),
-    units: Optional[List[int]] = typer.Argument(None, help="Unit ids; without them, each line of stdin is one sequence."),
+    bpe_dir: Path = typer.Argument(..., metavar="BPE_DIR", help="A directory written by `speechtok bpe train`."),
+    units: Optional[List[int]] = typer.Argument(None, metavar="UNITS", help="Unit ids; without them, each line of stdin is one sequence."),
 ):
     """Units -> BPE piece ids (space-separated, a line per sequence)."""
     _apply(bpe_dir, units, invert=False)
@@ -60,8 +60,8 @@ def bpe_encode(
 @bpe_app.command("decode")
 @boundary
 def bpe_decode(
-    bpe_dir: Path = typer.Argument(..., help="A directory written by `speechtok bpe train`."),
-    ids: Optional[List[int]] = typer.Argument(None, help="BPE piece ids; without them, each line of stdin is one sequence."),
+    bpe_dir: Path = typer.Argument(..., metavar="BPE_DIR", help="A directory written by `speechtok bpe train`."),
+    ids: Optional[List[int]] = typer.Argument(None, metavar="IDS", help="BPE piece ids; without them, each line of stdin is one sequence."),
 ):
     """BPE piece ids -> the units they stand for (exactly the units that were encoded)."""
     _apply(bpe_dir, ids, invert=True)

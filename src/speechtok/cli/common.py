@@ -105,8 +105,8 @@ def collect_inputs(inputs: List[str]):
 
 
 # Options shared by several commands: one declaration each.
-INPUTS = typer.Argument(..., help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests.")
-CORPUS = typer.Argument(..., help="A directory written by `speechtok tokenize`.")
+INPUTS = typer.Argument(..., metavar="INPUTS", help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests.")
+CORPUS = typer.Argument(..., metavar="CORPUS", help="A directory written by `speechtok tokenize`.")
 TOKENIZER = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory (from fit-kmeans / import), preset name (`speechtok presets`: k-means or codec), or a codec directory / DAC .pth.")
 ENCODER = typer.Option(..., "--encoder", "-e", help="SSL model (hub id, local directory, or original fairseq / WavLM / s3prl checkpoint file), or 'mfcc'.")
 LAYERS = typer.Option(None, "--layers", "-l", help="Layers, comma-separated, e.g. 7 or 7,23 (0 = input of the first transformer block).")

@@ -18,7 +18,7 @@ from .common import BANDWIDTH, DEVICE, DTYPE, LAYERS, N_QUANTIZERS, TOKENIZER, b
 
 @boundary
 def encode(
-    files: List[Path] = typer.Argument(..., help="Audio files (anything libsndfile reads: wav, flac, ogg, mp3)."),
+    inputs: List[Path] = typer.Argument(..., metavar="INPUTS", help="Audio files (anything libsndfile reads: wav, flac, ogg, mp3)."),
     tokenizer: str = TOKENIZER,
     layers: Optional[str] = LAYERS,
     style: str = typer.Option("fairseq", help="Text form: fairseq ('12 7 93'), speechgpt ('<12><7>'), spiritlm ('[Hu12]')."),
@@ -33,7 +33,7 @@ def encode(
     A file that cannot be read is reported on stderr with the reason; the others are still encoded, and the exit code is 1."""
     tok = load_tokenizer(tokenizer, layers, device, dtype, n_quantizers, bandwidth)
     waves, good, failed = [], [], 0
-    for path in files:
+    for path in inputs:
         try:
             waves.append(tok.read(path))
             good.append(path)
@@ -54,7 +54,7 @@ def encode(
 
 @boundary
 def info(
-    tokenizer: str = typer.Argument(..., help="Tokenizer directory, preset name, or codec directory / DAC .pth."),
+    tokenizer: str = typer.Argument(..., metavar="TOKENIZER", help="Tokenizer directory, preset name, or codec directory / DAC .pth."),
     layers: Optional[str] = LAYERS,
     n_quantizers: Optional[int] = N_QUANTIZERS,
     bandwidth: Optional[float] = BANDWIDTH,

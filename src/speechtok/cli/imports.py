@@ -14,7 +14,7 @@ from .common import LAYER_ALIAS, LAYERS, boundary, either, parse_layers, quiet_t
 
 @boundary
 def convert(
-    checkpoint: Path = typer.Argument(..., help="fairseq wav2vec2 / HuBERT (.pt, pre-trained or fine-tuned), Microsoft WavLM (.pt) or s3prl converted checkpoint."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="fairseq wav2vec2 / HuBERT (.pt, pre-trained or fine-tuned), Microsoft WavLM (.pt) or s3prl converted checkpoint."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write: config.json, model.safetensors, preprocessor_config.json."),
 ):
     """Convert an original SSL checkpoint into a transformers model directory.
@@ -36,7 +36,7 @@ import_app = typer.Typer(help="Make a speechtok tokenizer from k-means other too
 @import_app.command("kmeans")
 @boundary
 def import_kmeans(
-    file: Path = typer.Argument(..., help="scikit-learn k-means (joblib/pickle, e.g. fairseq's km.bin) or centroid .npy [K, D]."),
+    file: Path = typer.Argument(..., metavar="FILE", help="scikit-learn k-means (joblib/pickle, e.g. fairseq's km.bin) or centroid .npy [K, D]."),
     encoder: str = typer.Option(..., "--encoder", "-e", help="The SSL model it was fitted on (hub id, directory or original checkpoint file), or 'mfcc'."),
     layers: Optional[str] = typer.Option(None, "--layers", "-l", help="The layer it was fitted on."),
     layer: Optional[str] = LAYER_ALIAS,
@@ -59,7 +59,7 @@ def import_kmeans(
 @import_app.command("speechbrain")
 @boundary
 def import_speechbrain(
-    source: str = typer.Argument(..., help="SpeechBrain repo: local directory or hub id (e.g. speechbrain/hifigan-wavlm-k1000-LibriTTS)."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="SpeechBrain repo: local directory or hub id (e.g. speechbrain/hifigan-wavlm-k1000-LibriTTS)."),
     encoder: str = typer.Option(..., "--encoder", "-e", help="The SSL model its k-means were fitted on, e.g. microsoft/wavlm-large."),
     out: Path = typer.Option(..., "--out", "-o", help="Tokenizer directory to write."),
     layers: Optional[str] = LAYERS,

@@ -150,8 +150,8 @@ def eval_stats(
 @eval_app.command("labels")
 @boundary
 def eval_labels(
-    tsv: Path = typer.Argument(..., help="fairseq manifest (root line, then path<TAB>num_samples)."),
-    km: Path = typer.Argument(..., help="Its labels: one line of units per utterance, in the .tsv's order."),
+    tsv: Path = typer.Argument(..., metavar="TSV", help="fairseq manifest (root line, then path<TAB>num_samples)."),
+    km: Path = typer.Argument(..., metavar="KM", help="Its labels: one line of units per utterance, in the .tsv's order."),
     label_rate: float = typer.Option(..., help="Labels per second: 100 for MFCC, 50 for SSL layers."),
     sample_rate: int = typer.Option(16000, help="Sample rate of the .tsv's sample counts."),
 ):
