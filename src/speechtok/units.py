@@ -183,10 +183,11 @@ class Units:
                  sample_rate: int | None = None) -> Units:
         """The Units of a corpus row (`to_row`'s columns, and `num_samples` if present). Rows whose
         streams were deduplicated apart have different durations per stream and are refused."""
-        codes = np.stack([np.asarray(row[s], dtype=np.int64) for s in streams], axis=1)
-        runs = [np.asarray(row[f"{s}_durations"], dtype=np.int64) for s in streams if row.get(f"{s}_durations") is not None]
+        runs = [np.asarray(row[f"{s}_durations"], dtype=np.int64) for s in streams
+                if row.get(f"{s}_durations") is not None]
         if runs and (len(runs) != len(streams) or any(not np.array_equal(runs[0], r) for r in runs[1:])):
             raise InputError(f"streams {list(streams)} were deduplicated on their own; read them one at a time")
+        codes = np.stack([np.asarray(row[s], dtype=np.int64) for s in streams], axis=1)
         return cls(codes=codes, streams=tuple(streams), frame_rate=frame_rate, vocab_sizes=tuple(vocab_sizes),
                    durations=runs[0] if runs else None, num_samples=row.get("num_samples"), sample_rate=sample_rate)
 
