@@ -38,10 +38,8 @@ def main():
 
     tmp = Path(tempfile.mkdtemp())
     config = wavlm_model(tmp / "model", args.quick)
-    if not 0 <= args.layer < config.num_hidden_layers:
-        # layer L of stable-layer-norm models is normalised by speechtok (transformers 4.x meaning)
-        # but not in transformers 5.x hidden_states[L]: compare a layer both define alike.
-        parser.error(f"--layer must be below the model's {config.num_hidden_layers} blocks")
+    if not 0 <= args.layer <= config.num_hidden_layers:
+        parser.error(f"--layer must be 0..{config.num_hidden_layers} (the model's blocks)")
     layer = args.layer
     waves = speech(args.seconds, args.files)
     audio_seconds = sum(len(w) for w in waves) / 16000

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from speechtok import Featurizer, SSLEncoder
+from speechtok.encoders import encoder_from_dict
 
 from .conftest import SR
 
@@ -70,6 +72,51 @@ def test_missing_layer_is_a_clear_error(features):
         Featurizer([1, 7])(features[0])
     with pytest.raises(ValueError):
         Featurizer([1, 1])
+
+
+def test_last_hidden_state_stream_gives_s3prls_hidden_states(model_dir, speech_waves, varied_waves):
+    """s3prl's hidden states of a stable-layer-norm model are hidden_states[0..L-1] and the
+    normalised last_hidden_state; layer L itself stays un-normalised."""
+    from transformers import AutoModel
+
+    path = model_dir("wavlm-layer-stable", layers=3)
+    x = speech_waves[0].astype(np.float64)
+    x = (x - x.mean()) / np.sqrt(x.var() + 1e-5)  # the model's do_normalize, written out
+    with torch.no_grad():
+        out = AutoModel.from_pretrained(path).eval()(torch.tensor(x, dtype=torch.float32)[None],
+                                                      output_hidden_states=True)
+    hidden, last = [h[0] for h in out.hidden_states], out.last_hidden_state[0]
+
+    enc = SSLEncoder.from_pretrained(str(path), layers=[0, 1, 2], last_hidden_state=True)
+    assert len(enc.model.encoder.layers) == 3  # the stream needs every block
+    assert enc.streams == ("L0", "L1", "L2", "last_hidden_state")
+    one = enc.encode(speech_waves[0], sample_rate=SR)
+    torch.testing.assert_close(one["last_hidden_state"], last, rtol=1e-5, atol=1e-5)
+    for n in range(3):
+        torch.testing.assert_close(one[f"L{n}"], hidden[n], rtol=1e-5, atol=1e-5)
+
+    feat = Featurizer([0, 1, 2, "last_hidden_state"])
+    assert feat.streams == ["L0", "L1", "L2", "last_hidden_state"]
+    torch.testing.assert_close(feat(one), (hidden[0] + hidden[1] + hidden[2] + last) / 4, rtol=1e-5, atol=1e-5)
+    padded, mask = feat.pad(enc.encode_batch(varied_waves[:3], sample_rate=SR))
+    assert padded.shape[0] == 3 and mask.sum(1).tolist() == [(len(w) - 400) // 320 + 1 for w in varied_waves[:3]]
+    # Without the option, layer L is hidden_states[L]: not normalised.
+    plain = SSLEncoder.from_pretrained(str(path), layers=[3]).encode(speech_waves[0], sample_rate=SR)
+    torch.testing.assert_close(Featurizer(3)(plain), hidden[3], rtol=1e-5, atol=1e-5)
+    assert (hidden[3] - last).abs().max() > 1e-2
+    # The option is part of the encoder's config, and survives a rebuild.
+    assert enc.to_dict()["last_hidden_state"] is True and "last_hidden_state" not in plain.keys()
+    assert "last_hidden_state" in encoder_from_dict(enc.to_dict(), [2]).streams
+    assert "last_hidden_state" not in SSLEncoder.from_pretrained(str(path), layers=[3]).to_dict()
+    with pytest.raises(ValueError):
+        Featurizer([3, "L3"])
+
+
+def test_last_hidden_state_of_a_base_model_is_layer_l(model_dir, speech_waves):
+    """Post-layer-norm models have no norm after the last block: the stream equals layer L."""
+    enc = SSLEncoder.from_pretrained(str(model_dir("wavlm-group", layers=3)), layers=[3], last_hidden_state=True)
+    one = enc.encode(speech_waves[0], sample_rate=SR)
+    assert torch.equal(one["last_hidden_state"], one["L3"])
 
 
 def test_downstream_example_trains():

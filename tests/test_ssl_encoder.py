@@ -13,11 +13,9 @@ from .conftest import MODEL_VARIANTS, SR
 
 
 def reference_layers(model_dir, wave: np.ndarray, do_normalize: bool) -> list[torch.Tensor]:
-    """Every layer of the FULL model, through transformers' own forward at batch size 1.
-
-    Layer n < L is hidden_states[n]. Layer L is the model's last_hidden_state: for stable-layer-norm
-    models that is the output after the final encoder LayerNorm (transformers 4.x returned it as
-    hidden_states[L]; 5.x returns the un-normed tensor there)."""
+    """Every layer of the FULL model, through transformers' own forward at batch size 1:
+    hidden_states[n] for every n. For stable-layer-norm models hidden_states[L] is block L's output
+    before the final encoder LayerNorm (transformers >= 5; that norm only makes last_hidden_state)."""
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(model_dir).eval()
@@ -26,9 +24,7 @@ def reference_layers(model_dir, wave: np.ndarray, do_normalize: bool) -> list[to
         x = (x - x.mean()) / np.sqrt(x.var() + 1e-5)
     with torch.no_grad():
         out = model(torch.tensor(x, dtype=torch.float32)[None], output_hidden_states=True)
-    states = [h[0] for h in out.hidden_states]
-    states[-1] = out.last_hidden_state[0]
-    return states
+    return [h[0] for h in out.hidden_states]
 
 
 @pytest.mark.parametrize("variant", list(MODEL_VARIANTS))
@@ -50,17 +46,24 @@ def test_truncated_layers_equal_full_model(model_dir, speech_waves, variant):
         torch.testing.assert_close(got[f"L{n}"], full[n], rtol=1e-5, atol=1e-5)
 
 
-def test_stable_last_layer_is_normalised(model_dir, speech_waves):
-    """Layer L of a stable-layer-norm model is the normed output; layer L-1 is not normed."""
+def test_stable_last_layer_is_not_normalised(model_dir, speech_waves):
+    """Layer L of a stable-layer-norm model is block L's output before the final LayerNorm, like
+    every other layer; the normed tensor is the `last_hidden_state` stream, on request only."""
     path = model_dir("wavlm-layer-stable", layers=3)
     enc = SSLEncoder.from_pretrained(str(path), layers=[2, 3])
+    assert isinstance(enc.model.encoder.layer_norm, torch.nn.Identity) and enc.streams == ("L2", "L3")
     out = enc.encode(speech_waves[0], sample_rate=SR)
-    ln = enc.model.encoder.layer_norm
+    ln = enc.final_norm
     assert isinstance(ln, torch.nn.LayerNorm)
-    # Without its affine part, a LayerNorm output has zero mean per frame.
+    # Without its affine part, a LayerNorm output has zero mean per frame: L3 is not one.
     raw = (out["L3"] - ln.bias) / ln.weight
-    assert raw.mean(dim=1).abs().max() < 1e-4
+    assert raw.mean(dim=1).abs().max() > 1e-2
     assert out["L2"].mean(dim=1).abs().max() > 1e-2
+    both = SSLEncoder.from_pretrained(str(path), layers=[2, 3], last_hidden_state=True)
+    normed = both.encode(speech_waves[0], sample_rate=SR)
+    torch.testing.assert_close(normed["L3"], out["L3"], rtol=1e-6, atol=1e-6)
+    raw = (normed["last_hidden_state"] - ln.bias) / ln.weight
+    assert raw.mean(dim=1).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("variant", list(MODEL_VARIANTS))
@@ -76,6 +79,33 @@ def test_tokens_equal_full_forward_argmin(model_dir, speech_waves, variant):
         expected = torch.cdist(layer.double(), centroids.double()).argmin(dim=1).numpy()
         units = tok.encode(wave, sample_rate=SR)
         np.testing.assert_array_equal(units.stream("L2"), expected)
+
+
+@pytest.mark.parametrize("variant", [v for v, spec in MODEL_VARIANTS.items() if spec[2]])
+def test_last_layer_tokens_equal_full_forward_argmin(model_dir, speech_waves, variant):
+    """Layer L of a stable-layer-norm ("large") model is hidden_states[L] of a plain full forward:
+    the output of block L before the final LayerNorm, not last_hidden_state."""
+    from transformers import AutoModel
+
+    path = model_dir(variant, layers=4)
+    model = AutoModel.from_pretrained(path).eval()
+
+    def full_forward(wave):
+        x = wave.astype(np.float64)
+        if MODEL_VARIANTS[variant][3]:  # do_normalize, as fairseq applies it
+            x = (x - x.mean()) / np.sqrt(x.var() + 1e-5)
+        with torch.no_grad():
+            out = model(torch.tensor(x, dtype=torch.float32)[None], output_hidden_states=True)
+        return out.hidden_states[4][0], out.last_hidden_state[0]
+
+    centroids = KMeans.fit(torch.cat([full_forward(w)[0] for w in speech_waves[:2]]), 16, seed=1).centroids
+    tok = Tokenizer(SSLEncoder.from_pretrained(str(path), layers=[4]), {"L4": KMeans(centroids)})
+    for wave in speech_waves[2:4]:
+        layer, normed = full_forward(wave)
+        expected = torch.cdist(layer.double(), centroids.double()).argmin(dim=1).numpy()
+        np.testing.assert_array_equal(tok.encode(wave, sample_rate=SR).stream("L4"), expected)
+        # The test tells the two apart: the normalised tensor gives other tokens.
+        assert (torch.cdist(normed.double(), centroids.double()).argmin(dim=1).numpy() != expected).any()
 
 
 @pytest.mark.parametrize("variant", ["wav2vec2-group", "hubert-group", "wavlm-group", "wavlm-layer-stable",

@@ -30,6 +30,7 @@ def encoder_from_dict(
         if base_dir is not None and not Path(model).is_absolute() and (Path(base_dir) / model).exists():
             model = str(Path(base_dir) / model)
         options.setdefault("chunk_seconds", config.get("chunk_seconds"))
+        options.setdefault("last_hidden_state", config.get("last_hidden_state", False))
         return SSLEncoder.from_pretrained(
             model, layers, revision=config.get("revision"), normalize=config.get("normalize"), **options
         )

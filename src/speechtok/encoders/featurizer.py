@@ -5,6 +5,11 @@ the downstream model. With `layer_norm=True` each layer is first normalised over
 dimension (no affine parameters), as s3prl's `normalize` option does. One selected layer is
 passed through unchanged, weights and normalisation included, as s3prl does.
 
+Layer L is the un-normalised output of the last block (speechtok's layer rule), but s3prl's last
+hidden state of a stable-layer-norm ("large") model is the normalised one. To sum exactly s3prl's
+hidden states, encode with `SSLEncoder(..., last_hidden_state=True)` and name that stream in place
+of layer L: `Featurizer([*range(L), "last_hidden_state"])`.
+
 Every step acts on one frame at a time, so padded frames never change real ones; `pad` turns the
 per-utterance output of `SSLEncoder.encode_batch` into a padded batch and its mask.
 """
@@ -19,24 +24,26 @@ from torch import nn
 
 
 class Featurizer(nn.Module):
-    """Weighted sum of the layers `layers` (SSL layer numbers; 0 = before the first block).
+    """Weighted sum of the layers `layers` (SSL layer numbers; 0 = before the first block; a string
+    is a stream name taken as is, e.g. `"last_hidden_state"`).
 
     >>> enc = SSLEncoder.from_pretrained("microsoft/wavlm-base-plus", layers=range(13))
     >>> feat = Featurizer(range(13), layer_norm=True)
     >>> x, mask = feat.pad(enc.encode_batch(files))        # [B, T, D], [B, T]
     """
 
-    def __init__(self, layers: int | Sequence[int], layer_norm: bool = False):
+    def __init__(self, layers: int | str | Sequence[int | str], layer_norm: bool = False):
         super().__init__()
-        self.layers = [int(layers)] if isinstance(layers, int) else [int(n) for n in layers]
-        if not self.layers or len(set(self.layers)) != len(self.layers):
-            raise ValueError(f"layers must be distinct layer numbers, got {self.layers}")
+        items = [layers] if isinstance(layers, (int, str)) else list(layers)
+        self.layers = [n if isinstance(n, str) else int(n) for n in items]
+        if not self.layers or len(set(self.streams)) != len(self.layers):
+            raise ValueError(f"layers must be distinct layer numbers or stream names, got {self.layers}")
         self.layer_norm = bool(layer_norm)
         self.weights = nn.Parameter(torch.zeros(len(self.layers)))
 
     @property
     def streams(self) -> list[str]:
-        return [f"L{n}" for n in self.layers]
+        return [n if isinstance(n, str) else f"L{n}" for n in self.layers]
 
     def layer_weights(self) -> torch.Tensor:
         """The softmax weights, one per layer, in `layers` order."""

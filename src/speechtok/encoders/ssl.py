@@ -1,10 +1,14 @@
 """Hidden layers of Hugging Face wav2vec2 / HuBERT / WavLM / data2vec-audio models.
 
-Layer n is `hidden_states[n]` of the full model (0 = input of the first transformer block), so
-k-means trained by fairseq or SpeechBrain on layer n apply unchanged. Only the blocks up to the
-highest requested layer are kept and run. Stable-layer-norm models (the "large" ones) apply a final
-LayerNorm after the last block only; it is kept when the last block is requested, and dropped
-otherwise, so a truncated run gives exactly the full model's tensor for every kept layer.
+Layer n is `hidden_states[n]` of the full model in transformers >= 5 (0 = input of the first
+transformer block, n = output of block n), so k-means trained by fairseq or SpeechBrain on layer n
+apply unchanged. Only the blocks up to the highest requested layer are kept and run, and a truncated
+run gives exactly the full model's tensor for every kept layer.
+
+Stable-layer-norm models (the "large" ones) end with a LayerNorm after the last block. It belongs
+to no layer: layer L is the un-normalised output of block L, as transformers' `hidden_states[L]`
+and fairseq's `extract_features(output_layer=L)` give it. The normalised tensor (transformers'
+`last_hidden_state`, s3prl's last hidden state) is an extra stream, `last_hidden_state`, on request.
 
 Batching does not change results: padding is invisible to every real frame.
 - The group-norm feature extractors (base models) normalise each channel of the first conv over
@@ -84,6 +88,10 @@ class SSLEncoder(Encoder):
 
     Build with `SSLEncoder.from_pretrained("microsoft/wavlm-large", layers=[7])` (hub id or local
     directory) or wrap a model you already have with `SSLEncoder(model, layers=[7])`.
+
+    `last_hidden_state=True` adds the stream `last_hidden_state`: the full model's
+    `last_hidden_state`, which for stable-layer-norm models is layer L passed through the final
+    LayerNorm (and for other models equals layer L). All L blocks then run.
     """
 
     def __init__(
@@ -98,10 +106,12 @@ class SSLEncoder(Encoder):
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+        last_hidden_state: bool = False,
     ):
         config = model.config
         if config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise InputError(f"{source or 'the model'}: model type {config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}")
+            raise InputError(f"{source or 'the model'}: model type {config.model_type!r} is not one of "
+                             f"{SUPPORTED_MODEL_TYPES}")
         self.layers = sorted(set(int(n) for n in layers))
         if not self.layers:
             raise InputError("name at least one layer")
@@ -117,11 +127,15 @@ class SSLEncoder(Encoder):
         self.frame_rate = self.sample_rate / float(np.prod(self.strides))
         self.min_samples = min_input_length(self.kernels, self.strides)
         self.chunk_samples = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
-        self.streams = tuple(f"L{n}" for n in self.layers)
+        self.last_hidden_state = bool(last_hidden_state)
+        self.streams = tuple(f"L{n}" for n in self.layers) + (("last_hidden_state",) if self.last_hidden_state else ())
         self.feature_dim = int(config.hidden_size)
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype)
-        self.model = _truncate(model, self.layers[-1]).eval().to(self.device, self.dtype)
+        keep = self.total_layers if self.last_hidden_state else self.layers[-1]
+        model, final_norm = _truncate(model, keep)
+        self.model = model.eval().to(self.device, self.dtype)
+        self.final_norm = final_norm.eval().to(self.device, self.dtype)
         self._captured: list[torch.Tensor] | None = None
         self._frame_mask: torch.Tensor | None = None
         self._install_hooks()
@@ -159,7 +173,7 @@ class SSLEncoder(Encoder):
                    sample_rate=sample_rate, **kwargs)
 
     def to_dict(self) -> dict:
-        return {
+        config = {
             "type": "ssl",
             "model": self.source,
             "revision": self.revision,
@@ -167,6 +181,11 @@ class SSLEncoder(Encoder):
             "sample_rate": self.sample_rate,
             "chunk_seconds": None if self.chunk_samples is None else self.chunk_samples / self.sample_rate,
         }
+        # Only when set: corpus jobs compare this dict to resume, and jobs started without the key
+        # must still match.
+        if self.last_hidden_state:
+            config["last_hidden_state"] = True
+        return config
 
     def prepare(self, wave: np.ndarray) -> np.ndarray:
         return normalize_waveform(wave) if self.normalize else wave
@@ -191,13 +210,13 @@ class SSLEncoder(Encoder):
         self._captured, self._frame_mask = [], mask
         try:
             out = self.model.encoder(hidden, attention_mask=mask)
-            states = self._captured[: self.layers[-1]] + [out[0]]  # layer 0..n-1 from hooks, n = output
+            states = self._captured + [out[0]]  # inputs of the kept blocks from hooks, then the output
         finally:
             self._captured, self._frame_mask = None, None
-        return [
-            {f"L{n}": states[n][b, : int(frames[b])] for n in self.layers}
-            for b in range(len(waves))
-        ]
+        streams = {f"L{n}": states[n] for n in self.layers}
+        if self.last_hidden_state:
+            streams["last_hidden_state"] = self.final_norm(states[-1])
+        return [{s: x[b, : int(frames[b])] for s, x in streams.items()} for b in range(len(waves))]
 
     def _conv_features(self, batch: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """The conv front end as the model's conv layers compute it, [B, C, T] out.
@@ -260,15 +279,22 @@ def _first_conv_channels_last(batch: torch.Tensor, conv: nn.Conv1d) -> torch.Ten
     return out.view(len(batch), -1, weight.shape[1]).permute(0, 2, 1)[:, :, None, :]
 
 
-def _truncate(model: nn.Module, last_layer: int) -> nn.Module:
-    """Keep blocks 1..last_layer. The final LayerNorm of stable-layer-norm encoders belongs to the
-    last block's output only, so it is kept only when that block is."""
+def _truncate(model: nn.Module, last_layer: int) -> tuple[nn.Module, nn.Module]:
+    """Keep blocks 1..last_layer; return the model and the norm that turns layer L into the full
+    model's `last_hidden_state`.
+
+    Stable-layer-norm encoders apply `encoder.layer_norm` after the last block. Layer n is
+    `hidden_states[n]` for every n, and `hidden_states[L]` is taken before that norm, so the encoder
+    never applies it: the encoder's output is then exactly the last kept layer, L included. In
+    post-layer-norm ("base") encoders `encoder.layer_norm` runs before the first block (it is part
+    of layer 0) and stays; their `last_hidden_state` is layer L itself (Identity).
+    """
     encoder = model.encoder
-    total = len(encoder.layers)
     encoder.layers = encoder.layers[:last_layer]
-    if getattr(model.config, "do_stable_layer_norm", False) and last_layer < total:
-        encoder.layer_norm = nn.Identity()
-    return model
+    final_norm: nn.Module = nn.Identity()
+    if getattr(model.config, "do_stable_layer_norm", False):
+        final_norm, encoder.layer_norm = encoder.layer_norm, nn.Identity()
+    return model, final_norm
 
 
 def _feature_extractor_config(name_or_path: str, revision: str | None) -> dict:
