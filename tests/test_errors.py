@@ -165,3 +165,13 @@ def test_long_paths_are_not_wrapped_when_stderr_is_a_pipe(tmp_path):
                              str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert any(str(deep) in line for line in result.stderr.splitlines())  # on one line, whole
+
+
+def test_usage_errors_inside_commands_are_bad_arguments_not_bugs(mfcc_tokenizer, speech_files, tmp_path):
+    bad_format = CliRunner().invoke(app, ["extract", str(speech_files[0]), "-e", "mfcc", "-o", str(tmp_path / "x"),
+                                          "--format", "foo"])
+    assert bad_format.exit_code == 2 and "parquet or fairseq" in bad_format.output
+    out = tmp_path / "units"
+    assert tokenize(speech_files[0], "-t", mfcc_tokenizer, "-o", out).exit_code == 0
+    missing = CliRunner().invoke(app, ["eval", "purity", str(out), "--alignments", str(tmp_path / "nowhere.tsv")])
+    assert missing.exit_code == 2 and "nowhere.tsv" in missing.output and "Traceback" not in missing.output

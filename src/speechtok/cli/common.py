@@ -37,8 +37,8 @@ def boundary(command: Callable) -> Callable:
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
+        except (typer.TyperException, typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise  # usage errors (typer prints them, exit 2) and exits the command chose
         except SpeechtokError as error:
             say(str(error), label="error:")
             raise typer.Exit(error.exit_code) from None

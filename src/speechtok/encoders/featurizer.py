@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError, UnknownNameError
+
 
 class Featurizer(nn.Module):
     """Weighted sum of the layers `layers` (SSL layer numbers; 0 = before the first block; a string
@@ -37,7 +39,7 @@ class Featurizer(nn.Module):
         items = [layers] if isinstance(layers, (int, str)) else list(layers)
         self.layers = [n if isinstance(n, str) else int(n) for n in items]
         if not self.layers or len(set(self.streams)) != len(self.layers):
-            raise ValueError(f"layers must be distinct layer numbers or stream names, got {self.layers}")
+            raise InputError(f"layers must be distinct layer numbers or stream names, got {self.layers}")
         self.layer_norm = bool(layer_norm)
         self.weights = nn.Parameter(torch.zeros(len(self.layers)))
 
@@ -53,7 +55,7 @@ class Featurizer(nn.Module):
         """{`L<n>`: [..., T, D]} (one utterance or a padded batch) -> [..., T, D]."""
         missing = [s for s in self.streams if s not in features]
         if missing:
-            raise KeyError(f"features lack {', '.join(missing)}; they have {', '.join(features)} "
+            raise UnknownNameError(f"features lack {', '.join(missing)}; they have {', '.join(features)} "
                            "(encode with every layer the featurizer sums)")
         # Encoder outputs are made under inference_mode; autograd may not save such tensors.
         hidden = [features[s].clone() if features[s].is_inference() else features[s] for s in self.streams]

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FormatError
+
 SILENCE = "sil"
 PHONE_TIERS = ("phones", "phone", "Phones", "Phone")
 
 
-class AlignmentError(ValueError):
+class AlignmentError(FormatError):
     pass
 
 

@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..errors import InputError
+
 
 def resample_units(units: Sequence[int], unit_rate: float, target_rate: float, length: int | None = None) -> np.ndarray:
     """Units at `unit_rate` read at `target_rate`: frame t takes the unit covering time
@@ -90,7 +92,7 @@ def _entropy(p: np.ndarray) -> float:
 def teacher_quality(joint: JointCounts) -> TeacherQuality:
     total = int(joint.counts.sum())
     if total == 0:
-        raise ValueError("no frames in common between the phone labels and the units")
+        raise InputError("no frames in common between the phone labels and the units")
     p = joint.counts / total
     p_phone, p_unit = p.sum(axis=1), p.sum(axis=0)
     nonzero = p > 0

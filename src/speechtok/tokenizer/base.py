@@ -31,6 +31,7 @@ class AudioFrontEnd(Protocol):
     """What reads audio for a tokenizer: SSL / MFCC encoders and codec models all have it."""
 
     sample_rate: int
+    frame_rate: float  # frames of features (or codes) per second
     device: torch.device
 
     def load(self, source: AudioSource, sample_rate: int | None = None, start: float | None = None,
@@ -44,7 +45,7 @@ class AudioFrontEnd(Protocol):
 
 class TokenizerBase:
     """What every tokenizer offers. Subclasses set `front_end` and `batch_seconds`, provide
-    `streams`, `vocab_sizes`, `sample_rate`, `frame_rate`, and implement `encode_waves`, `to_dict`
+    `streams` and `vocab_sizes`, and implement `encode_waves`, `to_dict`
     and `save_pretrained`; those with a decoder override `has_decoder` and `decode_batch`."""
 
     front_end: AudioFrontEnd
@@ -61,6 +62,16 @@ class TokenizerBase:
     @property
     def device(self) -> torch.device:
         return self.front_end.device
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate `read` resamples audio to."""
+        return self.front_end.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames of codes per second (before deduplication)."""
+        return self.front_end.frame_rate
 
     def encode(self, source: AudioSource, sample_rate: int | None = None) -> Units:
         """Units of one file path or array (`sample_rate` required for arrays)."""

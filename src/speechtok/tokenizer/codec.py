@@ -62,14 +62,6 @@ class CodecTokenizer(TokenizerBase):
         return (self.codec.codebook_size,) * self.n_quantizers
 
     @property
-    def sample_rate(self) -> int:
-        return self.codec.sample_rate
-
-    @property
-    def frame_rate(self) -> float:
-        return self.codec.frame_rate
-
-    @property
     def bandwidth(self) -> float:
         """kbps of the codes."""
         return self.codec.bandwidth_of(self.n_quantizers)

@@ -96,14 +96,6 @@ class Tokenizer(TokenizerBase):
     def vocab_sizes(self) -> tuple[int, ...]:
         return tuple(q.k for q in self.quantizers.values())
 
-    @property
-    def sample_rate(self) -> int:
-        return self.encoder.sample_rate
-
-    @property
-    def frame_rate(self) -> float:
-        return self.encoder.frame_rate
-
     def __repr__(self) -> str:
         desc = ", ".join(f"{s}: K={q.k}" for s, q in self.quantizers.items())
         return f"Tokenizer({self.encoder.to_dict().get('model') or 'mfcc'}; {desc}; {self.frame_rate:g} Hz)"

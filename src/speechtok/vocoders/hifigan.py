@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import InputError
+
 LRELU_SLOPE = 0.1
 
 
@@ -187,7 +189,7 @@ class UnitHifiGAN(nn.Module):
         x = self.embed(ids)
         if self.config.num_speakers:
             if speaker is None or not 0 <= speaker < self.config.num_speakers:
-                raise ValueError(f"this vocoder has {self.config.num_speakers} speakers; pass speaker=0..."
+                raise InputError(f"this vocoder has {self.config.num_speakers} speakers; pass speaker=0..."
                                  f"{self.config.num_speakers - 1}")
             voice = self.speaker_embedding.weight[speaker][None, :, None].expand(x.shape[0], -1, x.shape[2])
             x = torch.cat([x, voice], dim=1)  # fairseq: the speaker's embedding repeated over frames
