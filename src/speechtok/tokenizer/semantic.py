@@ -49,10 +49,11 @@ class Tokenizer(TokenizerBase):
             raise InputError(f"streams {missing} are not produced by the encoder (it gives {encoder.streams})")
         if not quantizers:
             raise InputError("a tokenizer needs at least one quantizer")
+        dim = getattr(encoder, "feature_dim", None)  # known without a forward pass for our encoders
         for stream, km in quantizers.items():
-            if km.dim != encoder.feature_dim:
+            if dim is not None and km.dim != dim:
                 raise InputError(f"k-means for {stream} has {km.dim}-dim centroids but the encoder's "
-                                 f"{stream} features have {encoder.feature_dim} dims: wrong encoder or layer?")
+                                 f"{stream} features have {dim} dims: wrong encoder or layer?")
         self.encoder = encoder
         self.quantizers = dict(quantizers)
         # a runtime choice, not part of the tokenizer: not saved; None = the device's default
