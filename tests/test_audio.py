@@ -67,3 +67,38 @@ def test_array_errors():
         load_audio(np.zeros(1000, np.float32), 16000)
     with pytest.raises(AudioError, match="no such file"):
         load_audio("/nonexistent/x.wav", 16000)
+
+
+def test_absurd_but_finite_audio_is_refused(tmp_path):
+    """Readable audio that cannot be a recording: a peak of 1e30 (float WAV), float64 beyond the
+    float32 range (reported as its magnitude, not as Inf after a cast), a rate of 1 Hz."""
+    huge = tmp_path / "huge.wav"
+    sf.write(huge, tone(16000) * 2e30, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="peak amplitude 1e\\+30 is far outside") as err:
+        load_audio(huge, 16000)
+    assert err.value.source == str(huge) and str(huge) in str(err.value)
+
+    with pytest.raises(AudioError, match="peak amplitude 1e\\+40 is far outside"):
+        load_audio(np.full(16000, 1e40), 16000, 16000)
+    huge64 = tmp_path / "huge64.wav"
+    sf.write(huge64, np.full(16000, -1e40), 16000, subtype="DOUBLE")
+    with pytest.raises(AudioError, match="peak amplitude 1e\\+40"):
+        load_audio(huge64, 16000)
+    stereo = np.stack([tone(16000) * 2e30, -tone(16000) * 2e30], axis=1)  # cancels when downmixed
+    with pytest.raises(AudioError, match="peak amplitude"):
+        load_audio(stereo, 16000, 16000)
+
+    slow = tmp_path / "slow.wav"
+    sf.write(slow, tone(1, seconds=4), 1, subtype="FLOAT")
+    for source, rate in [(slow, None), (tone(16000), 1), (tone(16000), 999)]:
+        with pytest.raises(AudioError, match="sample rate .* Hz is below 1000 Hz"):
+            load_audio(source, 16000, rate)
+
+
+def test_float_audio_slightly_over_full_scale_loads(tmp_path):
+    path = tmp_path / "hot.wav"
+    sf.write(path, tone(16000) * 3.0, 16000, subtype="FLOAT")  # peak 1.5
+    wave = load_audio(path, 16000)
+    assert 1.49 < np.abs(wave).max() <= 1.5
+    np.testing.assert_allclose(load_audio(tone(16000).astype(np.float64) * 3.0, 16000, 16000), tone(16000) * 3.0,
+                               rtol=1e-6)

@@ -37,6 +37,19 @@ def test_encode_prints_units_and_reports_bad_files(tokenizer_dir, speech_files, 
     assert parse_text(lines[0].split("\t")[1]).tolist() == expected.stream("mfcc").tolist()
 
 
+def test_encode_reports_absurd_amplitude(tokenizer_dir, speech_files, tmp_path):
+    """A float WAV scaled by 1e30 would give one code for every frame; it is reported instead."""
+    import soundfile as sf
+
+    wave, rate = sf.read(speech_files[0], dtype="float32")
+    huge = tmp_path / "huge.wav"
+    sf.write(huge, wave * 1e30, rate, subtype="FLOAT")
+    result = speechtok_cli("encode", huge, speech_files[1], "-t", tokenizer_dir)
+    assert result.returncode == 1
+    assert "huge.wav" in result.stderr and "far outside [-1, 1]" in result.stderr
+    assert [line.split("\t")[0] for line in result.stdout.strip().splitlines()] == [str(speech_files[1])]
+
+
 def test_encode_styles(tokenizer_dir, speech_files):
     result = speechtok_cli("encode", speech_files[2], "-t", tokenizer_dir, "--style", "spiritlm")
     assert result.returncode == 0, result.stderr

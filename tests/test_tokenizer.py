@@ -172,6 +172,84 @@ def test_offline_missing_files_fail_at_once_with_instructions(tmp_path, monkeypa
     assert "hf download speechbrain/hifigan-hubert-k1000-LibriTTS kmeans/LibriSpeech_hubert_k1000_L7.pt" in result.stderr
 
 
+def run_without_network(code: str, tmp_path: Path, hub_cache: Path) -> subprocess.CompletedProcess:
+    """`code` in a fresh process that cannot reach any host (every request goes to a proxy on a
+    closed local port) and is NOT told it is offline: HF_HUB_OFFLINE is unset."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in {"HF_HUB_OFFLINE", "NO_PROXY", "HF_ENDPOINT"}}
+    dead = "http://127.0.0.1:9"  # the discard port: nothing listens, a connect is refused at once
+    env.update(HTTPS_PROXY=dead, HTTP_PROXY=dead, https_proxy=dead, http_proxy=dead, HF_HOME=str(tmp_path / "hf-home"),
+               HF_HUB_CACHE=str(hub_cache), SPEECHTOK_CACHE=str(tmp_path / "st"))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_no_network_fails_at_once_listing_every_missing_file(tmp_path):
+    """Without network (and without HF_HUB_OFFLINE), a preset fails in seconds, not after the hub's
+    retries, and one error lists every missing file with its command: the k-means files and the
+    SSL model when it is not in the HF cache - and not the model when it is."""
+    hub = tmp_path / "hub"
+    lay_out_hub_repo(hub, "microsoft/wavlm-large",
+                     {p.name: p for p in save_tiny_model(tmp_path / "wavlm", "wavlm-layer-stable", layers=3).iterdir()})
+    code = (
+        "import json, time, speechtok\n"
+        "from speechtok.hub import MissingFileError\n"
+        "out = {}\n"
+        "for name in ['speechbrain-hubert-k1000', 'speechbrain-wavlm-k1000', 'hubert-base-ls960-L9-km500']:\n"
+        "    start = time.monotonic()\n"
+        "    try:\n"
+        "        speechtok.load(name)\n"
+        "    except MissingFileError as error:\n"
+        "        out[name] = [time.monotonic() - start, str(error)]\n"
+        "start = time.monotonic()\n"  # a cached model loads from the cache, without asking the hub
+        "encoder = speechtok.SSLEncoder.from_pretrained('microsoft/wavlm-large', [3])\n"
+        "out['cached model'] = [time.monotonic() - start, encoder.source]\n"
+        "print(json.dumps(out))\n"
+    )
+    result = run_without_network(code, tmp_path, hub)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(out) == {"speechbrain-hubert-k1000", "speechbrain-wavlm-k1000", "hubert-base-ls960-L9-km500",
+                        "cached model"}
+    assert out["cached model"][1] == "microsoft/wavlm-large"
+    for seconds, _ in out.values():
+        assert seconds < 5
+    for encoder, model, cached in [("hubert", "facebook/hubert-large-ll60k", False), ("wavlm", "microsoft/wavlm-large", True)]:
+        message = out[f"speechbrain-{encoder}-k1000"][1]
+        assert f"needs {6 + (not cached)} file(s)" in message
+        for layer in (1, 3, 7, 12, 18, 23):
+            assert (f"hf download speechbrain/hifigan-{encoder}-k1000-LibriTTS "
+                    f"kmeans/LibriSpeech_{encoder}_k1000_L{layer}.pt") in message
+        assert (f"hf download {model}\n" in message) is not cached
+        assert str(hub) in message
+    message = out["hubert-base-ls960-L9-km500"][1]
+    assert "needs 2 file(s)" in message and "hf download facebook/hubert-base-ls960\n" in message
+    assert "https://dl.fbaipublicfiles.com/hubert/hubert_base_ls960_L9_km500.bin" in message
+    assert str(tmp_path / "st" / "fairseq" / "hubert" / "hubert_base_ls960_L9_km500.bin") in message
+
+
+@pytest.mark.parametrize("name", ["/no/such/dir", "./model", "../model", "~/no-such-model", "a/b/c", "hubert.pt"])
+def test_missing_local_encoder_path_is_not_a_hub_id(tmp_path, monkeypatch, name):
+    """A name that can only be a path, and is not there, is reported as missing, not as a hub
+    model to `hf download`."""
+    from speechtok.encoders import build_encoder
+    from speechtok.errors import NotFoundError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(NotFoundError, match="no such file or directory") as err:
+        build_encoder(name, [3])
+    assert "hf download" not in str(err.value) and not isinstance(err.value, MissingFileError)
+
+
+def test_hub_ids_and_paths_told_apart(tmp_path, monkeypatch):
+    from speechtok.hub import local_or_hub, looks_like_path
+
+    for hub_id in ["microsoft/wavlm-large", "facebook/hubert-base-ls960", "Qwen/Qwen2.5-7B", "model"]:
+        assert not looks_like_path(hub_id) and local_or_hub(hub_id) == hub_id
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    assert local_or_hub("~/models") == str(tmp_path / "models")
+
+
 def test_preset_layer_validation():
     with pytest.raises(ValueError, match="layers"):
         speechtok.load("speechbrain-wavlm-k1000", layers=[5])

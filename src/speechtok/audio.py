@@ -1,7 +1,8 @@
 """Audio at the edge of the library: read, downmix, resample, validate.
 
 Everything inside speechtok works on float32 mono audio in [-1, 1] at the encoder's sample rate;
-this module is the one place where other forms are converted to that.
+this module is the one place where other forms are converted to that, and where audio that is
+readable but cannot be a recording (a peak of 1e30, a rate of 1 Hz) is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ import soxr
 from .errors import InputError
 
 AudioSource = Union[str, os.PathLike, np.ndarray, "torch.Tensor"]  # noqa: F821
+
+# Float audio is on a [-1, 1] scale. Files from real tools overshoot a little (inter-sample peaks,
+# gain after mastering), so only a peak far beyond that is refused: such values are not a
+# recording on the float scale (a bad export, or integer PCM values stored as floats), and every
+# frame of them would quantize to the same code.
+MAX_PEAK = 1000.0
+# Speech needs a few kHz; below this a "rate" is a wrong header or argument, and resampling from it
+# to 16 kHz would multiply the sample count (1 Hz -> 16000 samples per sample).
+MIN_SAMPLE_RATE = 1000
 
 
 class AudioError(InputError):
@@ -51,9 +61,11 @@ def load_audio(
     """Return `source` as float32 mono at `target_rate`, or raise AudioError.
 
     `source` is a path to anything libsndfile reads (wav, flac, ogg, mp3, ...) or an array with its
-    `sample_rate`. `start` / `duration` (seconds) read a segment of a file. Arrays are [samples] or [samples, channels] (soundfile's layout); a 2-D array whose
-    first dimension is the smaller one is taken as [channels, samples] (torch's layout).
-    Integer arrays are scaled to [-1, 1] by their type's range.
+    `sample_rate`. `start` / `duration` (seconds) read a segment of a file. Arrays are [samples] or
+    [samples, channels] (soundfile's layout); a 2-D array whose first dimension is the smaller one
+    is taken as [channels, samples] (torch's layout).
+    Integer arrays are scaled to [-1, 1] by their type's range. Refused (AudioError): a sample
+    rate below MIN_SAMPLE_RATE, NaN / Inf samples, and a peak above MAX_PEAK.
     """
     label = name or describe(source)
     if isinstance(source, (str, os.PathLike)):
@@ -64,11 +76,21 @@ def load_audio(
         if sample_rate is None:
             raise AudioError(label, "an array needs its sample_rate")
         wave, rate = _from_array(source, label), int(sample_rate)
-    wave = _to_mono(wave)
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioError(label, f"sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz; no speech recording "
+                                "has that rate (a damaged header, or a wrong sample_rate)")
     if wave.size == 0:
         raise AudioError(label, "no samples (empty audio)")
+    # Checked before the downmix (opposite channels would cancel) and at the precision the samples
+    # came in (float64 beyond float32's range would become Inf on the cast and be misreported).
     if not np.isfinite(wave).all():
         raise AudioError(label, "contains NaN or Inf samples")
+    peak = max(float(wave.max()), -float(wave.min()))  # no |wave| copy of a long file
+    if peak > MAX_PEAK:
+        raise AudioError(label, f"peak amplitude {peak:.3g} is far outside [-1, 1] (more than {MAX_PEAK:g}): "
+                                "not float audio on the usual scale (integer PCM values stored as floats "
+                                "need dividing by 32768)")
+    wave = _to_mono(wave).astype(np.float32, copy=False)
     if rate != target_rate:
         wave = soxr.resample(wave, rate, target_rate).astype(np.float32, copy=False)
     if len(wave) < min_samples:
@@ -80,7 +102,8 @@ def load_audio(
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-def _read_file(path: Path, label: str, start: float | None = None, duration: float | None = None) -> tuple[np.ndarray, int]:
+def _read_file(path: Path, label: str, start: float | None = None,
+               duration: float | None = None) -> tuple[np.ndarray, int]:
     if not path.exists():
         raise AudioError(label, "no such file")
     if path.is_dir():
@@ -96,7 +119,9 @@ def _read_file(path: Path, label: str, start: float | None = None, duration: flo
             if first:
                 f.seek(first)
             count = -1 if duration is None else round(duration * rate)
-            wave = f.read(count, dtype="float32", always_2d=True)
+            # 64-bit float files are read as such, so their magnitude is checked before the cast
+            dtype = "float64" if f.subtype == "DOUBLE" else "float32"
+            wave = f.read(count, dtype=dtype, always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         if isinstance(err, AudioError):
             raise
@@ -115,7 +140,8 @@ def _from_array(array, label: str) -> np.ndarray:
         wave = wave.astype(np.float32) / float(max(abs(info.min), info.max))
     elif not np.issubdtype(wave.dtype, np.floating):
         raise AudioError(label, f"unsupported sample type {wave.dtype}")
-    wave = wave.astype(np.float32, copy=False)
+    if wave.dtype != np.float64:  # float64 stays until its magnitude is checked
+        wave = wave.astype(np.float32, copy=False)
     if wave.ndim == 2 and wave.shape[0] < wave.shape[1]:
         wave = wave.T  # [channels, samples] -> [samples, channels]
     return wave

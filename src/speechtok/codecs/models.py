@@ -23,7 +23,7 @@ from torch import nn
 
 from ..audio import AudioSource, load_audio
 from ..errors import InputError
-from ..hub import model_load_error
+from ..hub import local_or_hub, model_load_error, offline
 from ..readers import reader
 from ..runtime.device import resolve_dtype
 
@@ -163,20 +163,22 @@ def load_codec(source: str, revision: str | None = None, device: str | torch.dev
                dtype: str | torch.dtype | None = None, sample_rate: int | None = None) -> CodecModel:
     """A codec from a hub id, a local transformers directory, or an original DAC checkpoint
     (Descript `.pth`, SpeechBrain DAC lobe `.ckpt`; `sample_rate` when the file does not say)."""
+    source = local_or_hub(str(source))  # a missing local path fails here, not as a download
     path = Path(source)
     if path.is_file():  # Descript / SpeechBrain DAC weights, read by speechtok.formats.dac
         return CodecModel(reader("dac-checkpoint")(path, sample_rate), str(path.resolve()), None, device, dtype)
     from transformers import AutoConfig, DacModel, EncodecModel, MimiModel
 
     classes = {"dac": DacModel, "encodec": EncodecModel, "mimi": MimiModel}
+    local_only = not path.exists() and offline()  # offline, the cache only: fail at once, not after retries
     try:
-        config = AutoConfig.from_pretrained(source, revision=revision)
+        config = AutoConfig.from_pretrained(source, revision=revision, local_files_only=local_only)
     except (OSError, ValueError) as error:
         raise model_load_error(source, error) from None
     if config.model_type not in classes:
         raise CodecError(f"{source}: a {config.model_type!r} model is not a codec ({', '.join(FAMILIES)})")
     try:
-        model = classes[config.model_type].from_pretrained(source, revision=revision)
+        model = classes[config.model_type].from_pretrained(source, revision=revision, local_files_only=local_only)
     except (OSError, ValueError) as error:
         raise model_load_error(source, error) from None
     name = str(path.resolve()) if path.is_dir() else source  # local directories by absolute path

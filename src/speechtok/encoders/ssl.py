@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..hub import model_load_error
+from ..hub import local_or_hub, model_load_error, offline
 from ..readers import reader
 from ..runtime.device import resolve_dtype
 from .base import Encoder
@@ -156,14 +156,17 @@ class SSLEncoder(Encoder):
         task's `normalize`."""
         from transformers import AutoModel
 
+        name_or_path = local_or_hub(str(name_or_path))  # a missing local path fails here, not as a download
         if Path(name_or_path).is_file():  # an original checkpoint, read by speechtok.formats
             model, extractor = reader("ssl-checkpoint")(name_or_path)
         else:
+            # offline, the cache only: a missing model fails at once instead of after retries
+            local_only = not Path(name_or_path).exists() and offline()
             try:
-                model = AutoModel.from_pretrained(name_or_path, revision=revision)
+                model = AutoModel.from_pretrained(name_or_path, revision=revision, local_files_only=local_only)
             except OSError as err:
                 raise model_load_error(name_or_path, err) from None
-            extractor = _feature_extractor_config(name_or_path, revision)
+            extractor = _feature_extractor_config(name_or_path, revision, local_only)
         if normalize is None:
             normalize = extractor.get("do_normalize", True)
         sample_rate = extractor.get("sampling_rate", 16000)
@@ -297,11 +300,11 @@ def _truncate(model: nn.Module, last_layer: int) -> tuple[nn.Module, nn.Module]:
     return model, final_norm
 
 
-def _feature_extractor_config(name_or_path: str, revision: str | None) -> dict:
+def _feature_extractor_config(name_or_path: str, revision: str | None, local_only: bool = False) -> dict:
     from transformers import AutoFeatureExtractor
 
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision)
+        extractor = AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision, local_files_only=local_only)
     except (OSError, ValueError):
         log.warning("%s has no feature-extractor config; assuming 16 kHz and do_normalize=True "
                     "(the transformers default)", name_or_path)

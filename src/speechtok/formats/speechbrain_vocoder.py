@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import FormatError, NotFoundError
-from ..hub import hub_file
+from ..hub import hub_file, local_or_hub
 from ..readers import register
 from ..vocoders.hifigan import HifiGANConfig, UnitHifiGAN
 from .torch_files import fold_weight_norm, load_checkpoint
@@ -127,7 +127,7 @@ def load_generator(hyperparams: str | Path, checkpoint: str | Path) -> UnitHifiG
 def read_repo(source: str | Path) -> tuple[UnitHifiGAN, dict, tuple[int, ...] | None]:
     """A SpeechBrain unit HiFi-GAN repo (local directory or hub id): the generator, the
     hyperparams, and the SSL layers of its codebook columns if the repo says."""
-    path = Path(source)
+    path = Path(local_or_hub(str(source)))  # a missing local path fails here, not as a download
     if path.is_dir():
         hyperparams, checkpoint, repo = path / HYPERPARAMS, path / GENERATOR, path
     else:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import InputError, UnknownNameError
-from ..hub import MissingFileError, hub_file, url_file
+from ..hub import MissingFileError, hub_file, hub_model_missing, missing_files_error, url_file
 
 SPEECHBRAIN_LAYERS = (1, 3, 7, 12, 18, 23)
 
@@ -114,15 +114,18 @@ def layers_for(preset: Preset, layers: Sequence[int] | None) -> tuple[int, ...]:
 
 
 def fetch_all(preset: Preset, layers: Sequence[int]) -> dict[int, Path]:
-    """layer -> local k-means file, for every layer; offline, one error listing every file that
-    is missing (not only the first)."""
+    """layer -> local k-means file, for every layer. When something is missing, one error lists
+    every missing file - each k-means file and, offline, the SSL model if it is not in the HF
+    cache - before anything is loaded, so one trip to a machine with internet fetches them all."""
     found, missing = {}, []
     for layer in layers:
         try:
             found[layer] = preset.fetch(layer)
         except MissingFileError as error:
-            missing.append(str(error))
+            missing.append(error)
+    model = hub_model_missing(preset.encoder)
+    if model is not None:
+        missing.append(model)
     if missing:
-        raise MissingFileError(f"preset {preset.name} needs {len(missing)} file(s) that are not here:\n"
-                               + "\n".join(missing))
+        raise missing_files_error(f"preset {preset.name}", missing)
     return found
