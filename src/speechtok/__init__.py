@@ -1,14 +1,13 @@
 """speechtok: speech -> SSL features, semantic units and codec tokens, and back."""
 
-__version__ = "0.1.0"
-
-from . import formats  # noqa: E402,F401  - registers the readers of other tools' files
-from .audio import AudioError, load_audio  # noqa: E402
-from .encoders import Featurizer, MFCCEncoder, SSLEncoder  # noqa: E402
-from .errors import SpeechtokError, UnsafeFileError  # noqa: E402
-from .quantizers import KMeans  # noqa: E402
-from .tokenizer import CodecTokenizer, Tokenizer, load  # noqa: E402
-from .units import Units  # noqa: E402
+from . import formats  # noqa: F401  - registers the readers of other tools' files (see readers.py)
+from .audio import AudioError, load_audio
+from .encoders import Featurizer, MFCCEncoder, SSLEncoder
+from .errors import SpeechtokError, UnsafeFileError
+from .quantizers import KMeans
+from .tokenizer import CodecTokenizer, Tokenizer, load
+from .units import Units
+from .version import __version__
 
 UnsafePickleError = UnsafeFileError  # the name before speechtok.errors
 

@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__
 from ..errors import InputError, JobFailed
+from ..version import __version__
 from .arrow import list_column
 from .inputs import Utterance
 from .manifest import DATA_DIR, CorpusManifest, ShardRecord

@@ -17,10 +17,10 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
-from .. import __version__
 from ..audio import AudioSource
 from ..errors import FormatError, NotFoundError
 from ..units import Units
+from ..version import __version__
 
 CONFIG_NAME = "tokenizer.json"
 TYPE_KEY = "type"  # the discriminator of every saved speechtok object's dict
