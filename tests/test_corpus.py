@@ -230,6 +230,55 @@ def test_killed_jobs_resume_to_the_uninterrupted_output(tmp_path, corpus, hubert
     assert len(list((resumed / "data").glob("*.parquet"))) == 15
 
 
+def test_one_writer_per_output_and_a_killed_holder_does_not_block(tmp_path, corpus, hubert_tokenizer):
+    root, good, _ = corpus
+    listing = tmp_path / "files.txt"
+    listing.write_text("".join(f"{p}\n" for p in good[:120]))
+    args = ["tokenize", listing, "-t", hubert_tokenizer, "--shard-size", "8", "--workers", "1", "-q"]
+    out = tmp_path / "out"
+    first = cli_background(*args, "-o", out)
+    lock = out / ".lock"
+    while first.poll() is None and not (lock.exists() and lock.read_text()):
+        time.sleep(0.02)
+    second = cli(*args, "-o", out)  # the same job, started while the first writes
+    other = cli(*args, "--dedup", "-o", out)  # a different job
+    still_running = first.poll() is None
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert still_running, "the first job finished before the others were tried; make it longer"
+    for refused in (second, other):
+        assert refused.returncode == 2, refused.stderr
+        assert f"pid {first.pid}" in refused.stderr and "another speechtok job" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    # the lock died with its holder: a new run proceeds, resumes, and ends as an uninterrupted run
+    assert cli(*args, "-o", out).returncode == 0
+    whole = tmp_path / "whole"
+    assert cli(*args, "-o", whole).returncode == 0
+    assert read_out(out) == read_out(whole)
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated"])
+def test_a_damaged_finished_shard_is_redone_on_resume(tmp_path, corpus, hubert_tokenizer, damage):
+    root, good, _ = corpus
+    args = ["tokenize", *good[:20], "-t", hubert_tokenizer, "--shard-size", "8"]
+    out = tmp_path / "out"
+    assert cli(*args, "-o", out, "-q").returncode == 0
+    expected = read_out(out)
+    shard = sorted((out / "data").glob("*.parquet"))[1]
+    data = bytearray(shard.read_bytes())
+    if damage == "zeroed":  # 1,000 bytes zeroed in place, footer intact
+        data[100:1100] = bytes(1000)
+    else:
+        data = data[: len(data) // 2]
+    shard.write_bytes(bytes(data))
+    again = cli(*args, "-o", out)
+    assert again.returncode == 0, again.stderr
+    assert shard.name in again.stderr and "written again" in again.stderr
+    assert read_out(out) == expected
+    assert cli(*args, "-o", out, "-q").stderr == ""  # intact now: nothing to redo
+
+
 def test_ranks_split_the_corpus(tmp_path, corpus, hubert_tokenizer):
     root, good, _ = corpus
     one = tmp_path / "one"

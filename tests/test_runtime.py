@@ -70,3 +70,47 @@ def test_device_policy_and_dtype_names():
     assert resolve_dtype("bf16") == resolve_dtype("bfloat16")
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype("float8")
+
+
+def test_an_out_of_memory_batch_is_run_in_halves_with_the_same_results():
+    """On CUDA a batch too large for the device raises OutOfMemoryError: injected here, on CPU."""
+    import torch
+
+    plan = [w for i in range(12) for w in windows.plan(i, 10, 10)]
+    sizes = []
+
+    def forward(batch):
+        sizes.append(len(batch))
+        if len(batch) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return [w.item * 100 + w.core_start for w in batch]
+
+    kept = windows.run(plan, 12, forward, 10**6, equal_lengths=True)
+    assert kept == [[i * 100] for i in range(12)]
+    assert sizes == [12, 6, 3, 3, 3, 3]  # halved (12 -> 6 -> 3), then every later batch kept at 3
+
+    def always(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    with pytest.raises(torch.OutOfMemoryError):  # one window that does not fit is the caller's error
+        windows.run(plan[:1], 1, always, 10**6, equal_lengths=True)
+
+
+def test_tokens_are_unchanged_when_the_encoder_runs_out_of_memory(monkeypatch, speech_files):
+    import torch
+
+    from speechtok import KMeans, MFCCEncoder, Tokenizer
+
+    encoder = MFCCEncoder()
+    frames = torch.cat([f["mfcc"] for f in encoder.encode_batch(speech_files)])
+    tok = Tokenizer(encoder, {"mfcc": KMeans.fit(frames, 8, seed=0)}, batch_seconds=1000)
+    expected = tok.encode_batch(speech_files)
+    real = MFCCEncoder.forward_batch
+
+    def small_memory(self, waves):
+        if len(waves) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(self, waves)
+
+    monkeypatch.setattr(MFCCEncoder, "forward_batch", small_memory)
+    assert tok.encode_batch(speech_files) == expected

@@ -44,6 +44,9 @@ def run_job(label: str, sample_rate: int, quiet: bool, out: Path, run: Callable)
     with JobProgress(err, sample_rate, label, quiet) as meter:
         result = run(meter.start, meter.advance)
     hours = result.samples / sample_rate / 3600
+    if result.redone:
+        say(f"{len(result.redone)} finished shards were damaged on disk and were written again: "
+            + ", ".join(result.redone), style="yellow")
     if not quiet:
         done = f"{result.ok} files ok, {result.failed} failed this run"
         if result.skipped_shards:

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..tokenizer import CodecTokenizer, TokenizerBase, load
 from ..tokenizer.presets import PRESETS
 from ..units import Units
+from .lock import hold
 from .manifest import TokenizedCorpus
 
 DECODE_BATCH_SECONDS = 600.0  # audio decoded per call; the tokenizer batches within it
@@ -57,6 +58,11 @@ def decode_corpus(out: str | os.PathLike, dest: str | os.PathLike, tokenizer: To
     if not tokenizer.has_decoder:
         raise InputError(f"{type(tokenizer).__name__} has no decoder")
     units = corpus.iter_units()  # checks the rows can be decoded before any work
+    with hold(dest):
+        return _decode(corpus, units, dest, tokenizer, on_start, on_progress)
+
+
+def _decode(corpus: TokenizedCorpus, units, dest: Path, tokenizer: TokenizerBase, on_start, on_progress) -> DecodeResult:
     if on_start is not None:
         on_start(len(corpus), 0)
     result = DecodeResult()

@@ -22,6 +22,7 @@ from ..quantizers.kmeans import DEFAULT_ITERS
 from ..tokenizer import Tokenizer
 from .extract import FeaturesStage
 from .inputs import Utterance
+from .lock import hold
 from .reader import AudioReader
 from .runner import run_corpus, window_samples
 from .sinks import FrameReservoirs
@@ -68,24 +69,25 @@ def fit_kmeans_corpus(
 ) -> tuple[Tokenizer, FitReport]:
     """Fit one k-means per encoder stream on frames sampled from `utterances`; save and return
     the tokenizer (written last, so an interrupted fit leaves no half tokenizer)."""
-    chosen = pick_utterances(utterances, percent, seed)
-    stage = FeaturesStage(encoder, batch_seconds)
-    sink = FrameReservoirs(encoder.streams, max_frames, seed)
-    result = run_corpus(chosen, range(len(chosen)), AudioReader(encoder.load), stage, sink,
-                        window_samples=window_samples(stage.batch_seconds, encoder.sample_rate), workers=workers,
-                        strict=strict, on_start=on_start, on_progress=on_progress)
-    report = FitReport(files=result.ok, samples=result.samples,
-                       failed=[(e["path"], e["reason"]) for e in result.errors])
-    quantizers = {}
-    for stream, reservoir in sink.reservoirs.items():
-        frames = reservoir.sample()
-        report.frames_seen[stream], report.frames_used[stream] = reservoir.seen, len(frames)
-        if len(frames) < k:
-            raise InputError(f"only {len(frames)} frames of {stream} from {report.files} readable files; "
-                             f"k={k} needs at least k")
-        model = KMeans.fit(frames, k, iters=iters, seed=seed, device=encoder.device)
-        model.info.update({"frames_seen": reservoir.seen, "files": report.files, "percent": percent})
-        quantizers[stream] = model
-    tokenizer = Tokenizer(encoder, quantizers, batch_seconds=stage.batch_seconds)
-    tokenizer.save_pretrained(out)
-    return tokenizer, report
+    with hold(out):  # one job writes the tokenizer directory at a time
+        chosen = pick_utterances(utterances, percent, seed)
+        stage = FeaturesStage(encoder, batch_seconds)
+        sink = FrameReservoirs(encoder.streams, max_frames, seed)
+        result = run_corpus(chosen, range(len(chosen)), AudioReader(encoder.load), stage, sink,
+                            window_samples=window_samples(stage.batch_seconds, encoder.sample_rate), workers=workers,
+                            strict=strict, on_start=on_start, on_progress=on_progress)
+        report = FitReport(files=result.ok, samples=result.samples,
+                           failed=[(e["path"], e["reason"]) for e in result.errors])
+        quantizers = {}
+        for stream, reservoir in sink.reservoirs.items():
+            frames = reservoir.sample()
+            report.frames_seen[stream], report.frames_used[stream] = reservoir.seen, len(frames)
+            if len(frames) < k:
+                raise InputError(f"only {len(frames)} frames of {stream} from {report.files} readable files; "
+                                 f"k={k} needs at least k")
+            model = KMeans.fit(frames, k, iters=iters, seed=seed, device=encoder.device)
+            model.info.update({"frames_seen": reservoir.seen, "files": report.files, "percent": percent})
+            quantizers[stream] = model
+        tokenizer = Tokenizer(encoder, quantizers, batch_seconds=stage.batch_seconds)
+        tokenizer.save_pretrained(out)
+        return tokenizer, report

@@ -31,6 +31,7 @@ from ..tokenizer import Tokenizer
 from .export import export
 from .fit import fit_kmeans_corpus
 from .inputs import Utterance
+from .lock import hold
 from .manifest import TokenizedCorpus
 from .sinks import atomic_write_text, utterance_digest
 from .tokenize import tokenize_corpus
@@ -152,6 +153,11 @@ def hubert_labels(
         raise InputError(f"HuBERT labels come from one stream; the encoder gives {', '.join(encoder.streams)}")
     if fit_split not in splits:
         raise InputError(f"no {fit_split} split to fit the k-means on")
+    with hold(out):  # the label files are written by one job at a time
+        return _label(splits, encoder, k, out, fit_split, tsv, percent, max_frames, iters, seed, workers, stage)
+
+
+def _label(splits, encoder, k, out: Path, fit_split, tsv, percent, max_frames, iters, seed, workers, stage) -> LabelsReport:
 
     def progress(label):
         return stage(label, encoder.sample_rate) if stage else nullcontext()

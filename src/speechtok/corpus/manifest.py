@@ -29,14 +29,16 @@ TYPE = "corpus-manifest"
 
 @dataclass
 class ShardRecord:
-    """One committed shard: its file (relative to the corpus directory), rows, failed inputs, and
-    the span of input indices it covers."""
+    """One committed shard: its file (relative to the corpus directory), rows, failed inputs, the
+    span of input indices it covers, and its size and sha256 when it was committed."""
 
     file: str
     rows: int
     errors: int
     first_index: int
     stop_index: int
+    bytes: int | None = None  # the file's size and sha256 when it was committed
+    sha256: str | None = None
 
 
 @dataclass

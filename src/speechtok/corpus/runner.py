@@ -19,14 +19,17 @@ engine can run them unchanged.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from ..errors import FilesFailed
 from .inputs import Utterance
+from .lock import hold
 from .memory import limit_heap_fragmentation
 from .reader import AudioReader, Loaded, read_ahead, windows
 
@@ -41,6 +44,7 @@ class JobResult:
     errors: list[dict] = field(default_factory=list)  # all of the rank's, this run and earlier
     shards: list[str] = field(default_factory=list)
     bytes: int = 0
+    redone: list[str] = field(default_factory=list)  # finished shards found damaged and written again
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,12 @@ def window_samples(batch_seconds: float, sample_rate: int) -> int:
 class Sink(Protocol):
     """Where a corpus job's rows go."""
 
+    out: Path | None  # the directory it writes into, held by this job alone while it runs
     needs_every_input: bool  # a bad input stops the job (e.g. fairseq's one-line-per-input files)
 
-    def pending(self, indices: range) -> list[Work]:
-        """The work still to do among this rank's inputs (finished shards are kept)."""
+    def pending(self, indices: range, result: JobResult) -> list[Work]:
+        """The work still to do among this rank's inputs (finished, intact shards are kept;
+        damaged ones are listed in `result.redone` and done again)."""
 
     def begin(self, work: Work) -> None: ...
 
@@ -104,40 +110,45 @@ def run_corpus(
     """Run `stage` over `utterances[indices]` into `sink`. `on_start(total_files, files_done)` once;
     `on_progress(files, samples)` per window."""
     limit_heap_fragmentation()
-    result = JobResult()
-    started = time.perf_counter()
-    todo = sink.pending(indices)
-    if on_start:
-        on_start(len(indices), len(indices) - sum(len(w.indices) for w in todo))
-    loaded = read_ahead(((j, utterances[j]) for w in todo for j in w.indices), reader, workers=workers,
-                        prefetch=max(16, 4 * workers))
-    try:
-        for work in todo:
-            sink.begin(work)
-            for window in windows(islice(loaded, len(work.indices)), window_samples):
-                good = [item for item in window if item.wave is not None]
-                bad = [item for item in window if item.wave is None]
-                if bad and (strict or sink.needs_every_input):
-                    first = bad[0]
-                    why = ("this output needs a line per input; fix it or remove it from the manifest"
-                           if sink.needs_every_input else "stopped at the first bad file (--strict)")
-                    raise FilesFailed(f"{first.utterance.describe()}: {first.error} ({why})")
-                if bad:
-                    sink.failed(bad)
-                if good:
-                    sink.write(good, stage([item.wave for item in good]))
-                samples = sum(len(item.wave) for item in good)
-                result.ok += len(good)
-                result.failed += len(bad)
-                result.samples += samples
-                if on_progress:
-                    on_progress(len(window), samples)
-            sink.commit(work)
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        loaded.close()  # stop the readers if the job stopped
-    result.seconds = time.perf_counter() - started
-    sink.finish(result)
+    with hold(sink.out) if sink.out is not None else nullcontext():
+        result = JobResult()
+        started = time.perf_counter()
+        todo = sink.pending(indices, result)
+        if on_start:
+            on_start(len(indices), len(indices) - sum(len(w.indices) for w in todo))
+        loaded = read_ahead(((j, utterances[j]) for w in todo for j in w.indices), reader, workers=workers,
+                            prefetch=max(16, 4 * workers))
+        try:
+            for work in todo:
+                sink.begin(work)
+                for window in windows(islice(loaded, len(work.indices)), window_samples):
+                    _run_window(window, stage, sink, strict, result, on_progress)
+                sink.commit(work)
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            loaded.close()  # stop the readers if the job stopped
+        result.seconds = time.perf_counter() - started
+        sink.finish(result)
     return result
+
+
+def _run_window(window: list[Loaded], stage, sink: Sink, strict: bool, result: JobResult, on_progress) -> None:
+    good = [item for item in window if item.wave is not None]
+    bad = [item for item in window if item.wave is None]
+    if bad and (strict or sink.needs_every_input):
+        first = bad[0]
+        why = ("this output needs a line per input; fix it or remove it from the manifest"
+               if sink.needs_every_input else "stopped at the first bad file (--strict)")
+        raise FilesFailed(f"{first.utterance.describe()}: {first.error} ({why})")
+    if bad:
+        sink.failed(bad)
+    if good:
+        sink.write(good, stage([item.wave for item in good]))
+    samples = sum(len(item.wave) for item in good)
+    result.ok += len(good)
+    result.failed += len(bad)
+    result.samples += samples
+    if on_progress:
+        on_progress(len(window), samples)

@@ -1,10 +1,12 @@
 """Where a corpus job's rows go (see `runner.Sink`).
 
 - `ParquetShards`: `OUT/data/part-R-N.parquet`, one row per utterance, resumable. A shard is
-  written to `<name>.tmp` and renamed when complete, its error list committed just before, so a
-  shard file that exists is whole; a re-run redoes exactly the shards without a file. `job.json`
-  remembers what made OUT, and a different job into it is refused. At the end: `errors.jsonl`
-  and `manifest.json` (a `CorpusManifest`), per rank.
+  written to `<name>.tmp` and renamed when complete; its error list and its record (rows, bytes,
+  sha256) are committed just before, so a shard file that exists was whole when it was written. A
+  re-run checks every finished shard against its record (size, then sha256: one read of the
+  shards, no decoding), redoes a damaged or truncated one and says so, and redoes exactly the
+  shards without a file. `job.json` remembers what made OUT, and a different job into it is
+  refused. At the end: `errors.jsonl` and `manifest.json` (a `CorpusManifest`), per rank.
 - `FairseqArrays`: `dump_hubert_feature.py`'s layout, per stream `{split}_{rank}_{nshard}.npy`
   (every frame, concatenated) + `.len`; written under temporary names and renamed at the end.
 - `FrameReservoirs`: a fixed-size uniform sample of frames per stream (for fitting k-means).
@@ -30,6 +32,8 @@ from .inputs import Utterance
 from .manifest import DATA_DIR, CorpusManifest, ShardRecord
 from .reader import Loaded
 from .runner import JobResult, Work, error_record
+
+CHUNK_BYTES = 1 << 22  # read 4 MiB at a time when hashing a shard
 
 DEFAULT_SHARD_SIZE = 1000  # utterances per Parquet file (a few hours of speech)
 JOB_FILE = "job.json"
@@ -63,6 +67,16 @@ def rank_suffix(rank: int, nshard: int) -> str:
     return "" if nshard == 1 else f"-{rank}-of-{nshard}"
 
 
+def file_digest(path: Path) -> tuple[int, str]:
+    """(bytes, sha256) of a file."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
 def job_signature(signature: dict, utterances: Sequence[Utterance], nshard: int = 1,
                   shard_size: int | None = None) -> dict:
     """A job's signature completed with what its inputs and split are."""
@@ -87,6 +101,7 @@ class ParquetShards:
         self._all: list[Work] = []
         self._writer: pq.ParquetWriter | None = None
         self._errors: list[dict] = []
+        self._rows = 0
 
     def shard_name(self, i: int) -> str:
         return f"part-{self.rank:03d}-{i:05d}.parquet"
@@ -114,17 +129,48 @@ class ParquetShards:
             for stale in (self.out / folder).glob(f"part-{self.rank:03d}-*.tmp"):
                 stale.unlink()
 
-    def pending(self, indices: range) -> list[Work]:
+    def pending(self, indices: range, result: JobResult) -> list[Work]:
         self._claim()
         starts = range(indices.start, indices.stop, self.shard_size)
         self._all = [Work(self.shard_name(i), range(s, min(s + self.shard_size, indices.stop)))
                      for i, s in enumerate(starts)]
-        return [w for w in self._all if not self.shard_path(w.name).exists()]
+        todo = []
+        for work in self._all:
+            path = self.shard_path(work.name)
+            if path.exists():
+                damage = self._damage(work.name)
+                if damage is None:
+                    continue
+                path.unlink()  # damaged: redone below, like a shard that was never written
+                result.redone.append(f"{work.name} ({damage})")
+            todo.append(work)
+        return todo
+
+    def _record_path(self, name: str) -> Path:
+        return self.out / STATE_DIR / (name + ".json")
+
+    def _damage(self, name: str) -> str | None:
+        """Why a finished shard is not what was committed, or None if it is."""
+        path, record_path = self.shard_path(name), self._record_path(name)
+        if not record_path.exists():  # written before shards had records: the footer must read
+            try:
+                pq.read_metadata(path)
+            except (OSError, pa.ArrowException):
+                return "unreadable"
+            return None
+        record = json.loads(record_path.read_text())
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            return f"{size} bytes, {record['bytes']} were written"
+        if file_digest(path)[1] != record["sha256"]:
+            return "its sha256 differs from the one recorded when it was written"
+        return None
 
     def begin(self, work: Work) -> None:
         tmp = self.shard_path(work.name + ".tmp")
         self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
         self._errors = []
+        self._rows = 0
 
     def failed(self, items: list[Loaded]) -> None:
         self._errors += [error_record(item) for item in items]
@@ -141,14 +187,20 @@ class ParquetShards:
         arrays = [pa.array(columns[f.name], f.type) if f.name in columns
                   else list_column([row[f.name] for row in rows], f.type) for f in self.schema]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self._rows += len(items)
 
     def commit(self, work: Work) -> None:
         self._writer.close()
         self._writer = None
-        # The error list is committed first: a shard file that exists always has its errors beside it.
+        tmp = self.shard_path(work.name + ".tmp")
+        size, sha256 = file_digest(tmp)
+        # The error list and the record are committed first: a shard file that exists always has
+        # both beside it.
         errors = self.out / STATE_DIR / (work.name + ".errors.jsonl")
         atomic_write_text(errors, "".join(json.dumps(e) + "\n" for e in self._errors))
-        os.replace(self.shard_path(work.name + ".tmp"), self.shard_path(work.name))
+        record = {"rows": self._rows, "bytes": size, "sha256": sha256}
+        atomic_write_text(self._record_path(work.name), json.dumps(record) + "\n")
+        os.replace(tmp, self.shard_path(work.name))
 
     def abort(self) -> None:
         """The `.tmp` of the unfinished shard stays until the next run removes it."""
@@ -167,13 +219,19 @@ class ParquetShards:
             errors_text = (self.out / STATE_DIR / (work.name + ".errors.jsonl")).read_text()
             shard_errors = [json.loads(line) for line in errors_text.splitlines() if line]
             result.errors += shard_errors
-            try:
-                rows = pq.ParquetFile(path).metadata.num_rows
-            except (OSError, pa.ArrowException) as error:
-                raise JobFailed(f"{path}: a damaged shard ({error}); delete it and run the command again") from None
-            result.bytes += path.stat().st_size
+            record_path = self._record_path(work.name)
+            if record_path.exists():
+                record = json.loads(record_path.read_text())
+                rows, size, sha256 = record["rows"], record["bytes"], record["sha256"]
+            else:  # a shard committed before shards had records
+                try:
+                    rows = pq.ParquetFile(path).metadata.num_rows
+                except (OSError, pa.ArrowException) as error:
+                    raise JobFailed(f"{path}: a damaged shard ({error}); delete it and run the command again") from None
+                size, sha256 = path.stat().st_size, None
+            result.bytes += size
             records.append(ShardRecord(f"{DATA_DIR}/{work.name}", rows, len(shard_errors), work.indices.start,
-                                       work.indices.stop))
+                                       work.indices.stop, size, sha256))
             result.shards.append(f"{DATA_DIR}/{work.name}")
         atomic_write_text(self.out / f"errors{suffix}.jsonl", "".join(json.dumps(e) + "\n" for e in result.errors))
         manifest = CorpusManifest(
@@ -224,7 +282,7 @@ class FairseqArrays:
         self._arrays: dict[str, NpyAppender] = {}
         self._lengths: dict[str, list[int]] = {}
 
-    def pending(self, indices: range) -> list[Work]:
+    def pending(self, indices: range, result: JobResult) -> list[Work]:
         return [Work(self.stem, indices)]
 
     def begin(self, work: Work) -> None:
@@ -299,11 +357,13 @@ class FrameReservoirs:
 
     needs_every_input = False
 
+    out = None  # nothing is written while sampling (the tokenizer is written after the fit)
+
     def __init__(self, streams: Sequence[str], capacity: int, seed: int = 0):
         self.reservoirs = {s: Reservoir(capacity, seed + i) for i, s in enumerate(streams)}
         self.errors: list[dict] = []
 
-    def pending(self, indices: range) -> list[Work]:
+    def pending(self, indices: range, result: JobResult) -> list[Work]:
         return [Work("frames", indices)]
 
     def begin(self, work: Work) -> None:

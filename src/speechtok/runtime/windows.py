@@ -15,16 +15,22 @@ Two ways to fill a batch:
   size (count x longest) within the budget; for encoders that mask their padding.
 
 `run` applies a function to every batch and gives back, per sequence, its windows' results in
-order. Knows nothing about models.
+order. A batch that runs the device out of memory is run again in halves, down to one window, and
+later batches keep to the size that fitted: results do not depend on batching, so only speed
+changes. Knows nothing about models.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Callable, Sequence, TypeVar
 
+import torch
+
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,34 @@ def run(windows: Sequence[Window], items: int, forward: Callable[[list[Window]],
         max_batch_steps: int, *, equal_lengths: bool, max_batch_size: int | None = None) -> list[list[R]]:
     """`forward(batch)` -> one result per window, for every batch; per item (0..items-1), the
     results of its windows in order. Only what `forward` returns is held, never a whole input's
-    intermediate activations."""
+    intermediate activations. Out-of-memory batches are split (module docstring)."""
     results: list[dict[int, R]] = [{} for _ in range(items)]
+    fitting = _OutOfMemoryBackoff(forward)
     for batch in batches(windows, max_batch_steps, equal_lengths=equal_lengths, max_batch_size=max_batch_size):
-        for window, out in zip(batch, forward(batch), strict=True):
+        for window, out in zip(batch, fitting(batch), strict=True):
             results[window.item][window.core_start] = out
     return [[r[k] for k in sorted(r)] for r in results]
+
+
+class _OutOfMemoryBackoff:
+    """`forward` over a batch, in halves (recursively, down to one window) when the device runs
+    out of memory; the size that fitted caps the batches after it."""
+
+    def __init__(self, forward: Callable[[list[Window]], Sequence[R]]):
+        self.forward = forward
+        self.cap: int | None = None
+
+    def __call__(self, batch: list[Window]) -> list[R]:
+        cap = self.cap  # read once: running the first part may lower it
+        if cap is not None and len(batch) > cap:
+            return self(batch[:cap]) + self(batch[cap:])
+        try:
+            return list(self.forward(batch))
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the failed batch's blocks, back for the halves
+            self.cap = len(batch) // 2
+            log.warning("out of memory on a batch of %d; running batches of at most %d", len(batch), self.cap)
+            return self(batch)

@@ -1,0 +1,57 @@
+"""One writer per output directory.
+
+A job holds an exclusive `flock` on `OUT/.lock` while it writes into OUT, and records in the file
+who it is (pid, host, command, start time). A second job on the same OUT is refused at once with
+that description. The kernel drops the lock when the holder's process ends, however it ends (a
+SIGKILL, a crashed node's NFS client aside), so a lock left by a killed job never blocks a later
+run: the file stays, the lock does not.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import InputError
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def hold(directory: str | os.PathLike) -> Iterator[Path]:
+    """Hold OUT for this process (creating it) for the duration of the block, or raise
+    InputError naming the job that holds it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _describe(os.read(fd, 1 << 16))
+        os.close(fd)
+        raise InputError(f"{directory} is being written by another speechtok job ({holder}); wait for it to "
+                         "finish or stop it, or choose another output directory") from None
+    try:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _describe(content: bytes) -> str:
+    try:
+        holder = json.loads(content)
+        return f"pid {holder['pid']} on {holder['host']}, started {holder['started']}: {holder['command']}"
+    except (ValueError, KeyError, TypeError):
+        return "a job that is just starting"
