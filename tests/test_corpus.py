@@ -294,6 +294,19 @@ def test_ranks_split_the_corpus(tmp_path, corpus, hubert_tokenizer):
     assert read_out(split) == read_out(one)
 
 
+def test_ranks_of_one_job_write_into_one_out_at_the_same_time(tmp_path, corpus, hubert_tokenizer):
+    root, good, _ = corpus
+    args = ["tokenize", *good[:12], "-t", hubert_tokenizer, "-q", "--nshard", "3"]
+    together = tmp_path / "together"
+    ranks = [subprocess.Popen([sys.executable, "-m", "speechtok.cli", *map(str, args), "--rank", str(r), "-o",
+                               str(together)], stderr=subprocess.PIPE, text=True) for r in range(3)]
+    for process in ranks:
+        assert process.wait(timeout=600) == 0, process.stderr.read()
+    one = tmp_path / "one"
+    assert cli("tokenize", *good[:12], "-t", hubert_tokenizer, "-o", one, "-q").returncode == 0
+    assert read_out(together) == read_out(one)
+
+
 # --- export -----------------------------------------------------------------------------------
 
 def fairseq_labels(model_dir: Path, km: KMeans, layer: int, path: Path) -> list[int]:

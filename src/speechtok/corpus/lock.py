@@ -2,9 +2,13 @@
 
 A job holds an exclusive `flock` on `OUT/.lock` while it writes into OUT, and records in the file
 who it is (pid, host, command, start time). A second job on the same OUT is refused at once with
-that description. The kernel drops the lock when the holder's process ends, however it ends (a
-SIGKILL, a crashed node's NFS client aside), so a lock left by a killed job never blocks a later
-run: the file stays, the lock does not.
+that description. The ranks of a `--rank/--nshard` job write into one OUT side by side, so each
+holds its own lock file (`.lock-R-of-N`); `job.json` is checked and written under a short lock of
+its own, so two different jobs can never both pass that check.
+
+The kernel drops a lock when its holder's process ends, however it ends (SIGKILL included), so a
+lock left by a killed job never blocks a later run: the file stays, the lock does not. (Removing
+the file on release would race with a job that has just opened it.)
 """
 
 from __future__ import annotations
@@ -25,15 +29,16 @@ LOCK_FILE = ".lock"
 
 
 @contextmanager
-def hold(directory: str | os.PathLike) -> Iterator[Path]:
-    """Hold OUT for this process (creating it) for the duration of the block, or raise
-    InputError naming the job that holds it."""
+def hold(directory: str | os.PathLike, name: str = LOCK_FILE, wait: bool = False) -> Iterator[Path]:
+    """Hold `directory/name` for this process (creating the directory) for the duration of the
+    block, or raise InputError naming the job that holds it; with `wait`, wait for it instead
+    (for short critical sections)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / LOCK_FILE
+    path = directory / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _describe(os.read(fd, 1 << 16))
         os.close(fd)

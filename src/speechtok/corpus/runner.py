@@ -70,6 +70,7 @@ class Sink(Protocol):
     """Where a corpus job's rows go."""
 
     out: Path | None  # the directory it writes into, held by this job alone while it runs
+    lock_name: str  # the lock file in `out` (ranks of one job write side by side, each under its own)
     needs_every_input: bool  # a bad input stops the job (e.g. fairseq's one-line-per-input files)
 
     def pending(self, indices: range, result: JobResult) -> list[Work]:
@@ -110,7 +111,7 @@ def run_corpus(
     """Run `stage` over `utterances[indices]` into `sink`. `on_start(total_files, files_done)` once;
     `on_progress(files, samples)` per window."""
     limit_heap_fragmentation()
-    with hold(sink.out) if sink.out is not None else nullcontext():
+    with hold(sink.out, sink.lock_name) if sink.out is not None else nullcontext():
         result = JobResult()
         started = time.perf_counter()
         todo = sink.pending(indices, result)

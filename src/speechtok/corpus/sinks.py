@@ -29,6 +29,7 @@ from ..errors import InputError, JobFailed
 from ..version import __version__
 from .arrow import list_column
 from .inputs import Utterance
+from .lock import LOCK_FILE, hold
 from .manifest import DATA_DIR, CorpusManifest, ShardRecord
 from .reader import Loaded
 from .runner import JobResult, Work, error_record
@@ -98,6 +99,7 @@ class ParquetShards:
         self.rank, self.nshard, self.shard_size = rank, nshard, shard_size
         self.schema = pa.schema(BASE_FIELDS + fields)
         self.metadata = metadata or {}
+        self.lock_name = LOCK_FILE + rank_suffix(rank, nshard)
         self._all: list[Work] = []
         self._writer: pq.ParquetWriter | None = None
         self._errors: list[dict] = []
@@ -114,6 +116,13 @@ class ParquetShards:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / STATE_DIR).mkdir(exist_ok=True)
         (self.out / DATA_DIR).mkdir(exist_ok=True)
+        with hold(self.out, ".job.lock", wait=True):  # one job.json check at a time
+            self._check_job()
+        for folder in (DATA_DIR, STATE_DIR):
+            for stale in (self.out / folder).glob(f"part-{self.rank:03d}-*.tmp"):
+                stale.unlink()
+
+    def _check_job(self) -> None:
         job_file = self.out / JOB_FILE
         if job_file.exists():
             previous = json.loads(job_file.read_text())
@@ -125,9 +134,6 @@ class ParquetShards:
                 )
         else:
             atomic_write_text(job_file, json.dumps(self.signature, indent=2) + "\n")
-        for folder in (DATA_DIR, STATE_DIR):
-            for stale in (self.out / folder).glob(f"part-{self.rank:03d}-*.tmp"):
-                stale.unlink()
 
     def pending(self, indices: range, result: JobResult) -> list[Work]:
         self._claim()
@@ -278,6 +284,7 @@ class FairseqArrays:
     def __init__(self, out: str | os.PathLike, split: str, dims: dict[str, int], rank: int = 0, nshard: int = 1):
         self.out, self.dims = Path(out), dims
         self.stem = f"{split}_{rank}_{nshard}"
+        self.lock_name = f"{LOCK_FILE}-{self.stem}"
         self.final = {s: self.out / s / f"{self.stem}.npy" for s in dims}
         self._arrays: dict[str, NpyAppender] = {}
         self._lengths: dict[str, list[int]] = {}
@@ -358,6 +365,7 @@ class FrameReservoirs:
     needs_every_input = False
 
     out = None  # nothing is written while sampling (the tokenizer is written after the fit)
+    lock_name = LOCK_FILE
 
     def __init__(self, streams: Sequence[str], capacity: int, seed: int = 0):
         self.reservoirs = {s: Reservoir(capacity, seed + i) for i, s in enumerate(streams)}
