@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from speechtok import KMeans, MFCCEncoder, Tokenizer
 from speechtok.cli import app
+from speechtok.corpus.ray_engine import pool_sizes
+from speechtok.errors import InputError
 
 from .test_corpus import write_broken, write_corpus
 
@@ -63,7 +65,7 @@ def ray_cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, speech_waves):
     """A listing of 90 short files and 5 broken ones, an MFCC + K-means tokenizer, and the
-    tokenize arguments (shards of 8 files)."""
+    tokenize arguments (shards of 8 files, deduplicated units with their durations)."""
     root = tmp_path_factory.mktemp("ray_corpus")
     good = write_corpus(root / "audio", speech_waves, 90)
     write_broken(root / "broken")
@@ -73,7 +75,7 @@ def job(tmp_path_factory, speech_waves):
     encoder = MFCCEncoder()
     frames = torch.cat([f["mfcc"] for f in encoder.encode_batch(good[:10])])
     Tokenizer(encoder, {"mfcc": KMeans.fit(frames, 32, seed=0)}).save_pretrained(root / "tok")
-    return ["tokenize", str(listing), "-t", str(root / "tok"), "--shard-size", "8", "--batch-seconds", "5", "-q"]
+    return ["tokenize", str(listing), "-t", str(root / "tok"), "--shard-size", "8", "--batch-seconds", "5", "--dedup", "-q"]
 
 
 def tokenize(*args):
@@ -154,3 +156,16 @@ def test_without_ray_the_ray_engine_says_how_to_install_it(monkeypatch, job, tmp
     assert result.exit_code == 2
     assert 'pip install "speechtok[ray]"' in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_actor_pools_fit_the_cluster():
+    # this machine's test cluster: one encoder (0.5 CPU, both cores' torch threads), one reader
+    assert pool_sizes({"CPU": 2.0}, shards=12) == (1, 1, 2)
+    assert pool_sizes({"CPU": 2.0}, shards=12, actors=2) == (2, 1, 1)
+    # a GPU node: an encoder per GPU; readers of 4 threads share the CPUs left, one per shard at most
+    assert pool_sizes({"CPU": 16.0, "GPU": 2.0}, shards=100, gpu=True) == (2, 3, None)
+    assert pool_sizes({"CPU": 16.0, "GPU": 2.0}, shards=2, gpu=True) == (2, 2, None)
+    # pools that would wait forever for an actor are refused
+    for resources, actors, gpu in [({"CPU": 2.0}, 3, False), ({"CPU": 16.0, "GPU": 1.0}, 2, True), ({"CPU": 16.0}, None, True)]:
+        with pytest.raises(InputError):
+            pool_sizes(resources, 10, actors, gpu)

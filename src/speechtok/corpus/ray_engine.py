@@ -26,10 +26,11 @@ Why this shape:
   per second of audio), so one process writes them for any corpus size. (Features are ~1000x
   larger: for `extract`, the writing should move into tasks that write a uniquely named temp file
   each, the driver still committing.)
-- Resources: an encode actor asks for 0.5 CPU (and a GPU when `device` is cuda) and readers take
-  whole CPUs. With 1 CPU per encode actor, two actors on a 2-CPU cluster held both CPUs and the
-  readers never ran. A CPU encode actor still gets `CPUs / actors` torch threads (Ray would give
-  it 1), so on one machine it computes as fast as the local engine.
+- Resources (`pool_sizes`): an encode actor asks for 0.5 CPU (and a GPU when `device` is cuda);
+  readers ask for 1 CPU and share what is left, `workers` reading threads each. With 1 CPU per
+  encode actor, two actors on a 2-CPU cluster held both CPUs and the readers never ran. A CPU
+  encode actor still gets `CPUs / actors` torch threads (Ray would give it 1), so on one machine
+  it computes as fast as the local engine. A pool that cannot fit is refused before it starts.
 
 Exactly once: Ray restarts a dead actor and repeats its calls (Ray Data's defaults for actor
 pools: max_restarts=-1, max_task_retries=-1). A repeated call gives its rows again; the driver
@@ -96,7 +97,7 @@ class RayEngine:
                  workers: int) -> Iterator:
         if not todo:
             return
-        import ray
+        import ray.data
 
         connected_here = not ray.is_initialized()  # a caller's (a test's, a notebook's) Ray stays up
         if connected_here:
@@ -106,7 +107,7 @@ class RayEngine:
             ray.init(address=self.address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         try:
             _quiet_ray_data()
-            actors, readers, threads = self._sizes(ray.cluster_resources(), len(todo))
+            actors, readers, threads = pool_sizes(ray.cluster_resources(), len(todo), self.actors, self.gpu, workers)
             shards = [{"name": w.name, "inputs": pickle.dumps([(j, utterances[j]) for j in w.indices])} for w in todo]
             data = ray.data.from_items(shards, override_num_blocks=len(shards))
             data = data.map_batches(_ReadShards, fn_constructor_args=(parts, window_samples, workers), batch_size=1,
@@ -126,15 +127,26 @@ class RayEngine:
             if connected_here:
                 ray.shutdown()
 
-    def _sizes(self, resources: dict, shards: int) -> tuple[int, int, int | None]:
-        """(encode actors, read actors, torch threads per CPU encode actor) for this cluster."""
-        cpus, gpus = resources.get("CPU", 1.0), int(resources.get("GPU", 0))
-        if self.gpu and gpus < 1:
-            raise InputError(f"device {self.device}, but the Ray cluster has no GPU")
-        actors = self.actors or (gpus if self.gpu else 1)
-        readers = max(1, min(shards, int(cpus - actors * ENCODE_CPUS) // READ_CPUS))
-        threads = None if self.gpu else max(1, int(cpus) // actors)
-        return actors, readers, threads
+
+def pool_sizes(resources: dict, shards: int, actors: int | None = None, gpu: bool = False,
+               workers: int = 4) -> tuple[int, int, int | None]:
+    """(encode actors, read actors, torch threads per CPU encode actor) on a cluster with
+    `resources` (`ray.cluster_resources()`), for `shards` shards. `actors` None: one per GPU
+    with `gpu`, else one. Readers share the CPUs the encoders leave, `workers` threads each (every
+    reader holds a copy of the front end, model included, so there are no more than that)."""
+    cpus, gpus = resources.get("CPU", 0.0), int(resources.get("GPU", 0))
+    if gpu and gpus < 1:
+        raise InputError("a cuda device was asked for, but the Ray cluster has no GPU")
+    actors = actors or (gpus if gpu else 1)
+    # A pool that does not fit would wait for its last actor forever: refuse it now.
+    if gpu and actors > gpus:
+        raise InputError(f"{actors} encoding actors need a GPU each; the Ray cluster has {gpus}")
+    if actors * ENCODE_CPUS + READ_CPUS > cpus:
+        raise InputError(f"{actors} encoding actors ({ENCODE_CPUS:g} CPU each) and a reader ({READ_CPUS} CPU) "
+                         f"need {actors * ENCODE_CPUS + READ_CPUS:g} CPUs; the Ray cluster has {cpus:g}")
+    readers = max(1, min(shards, int((cpus - actors * ENCODE_CPUS) // max(READ_CPUS, workers))))
+    threads = None if gpu else max(1, int(cpus) // actors)
+    return actors, readers, threads
 
 
 class _ReadShards:
