@@ -158,6 +158,17 @@ def test_without_ray_the_ray_engine_says_how_to_install_it(monkeypatch, job, tmp
     assert not (tmp_path / "out").exists()
 
 
+def test_a_tokenizer_that_cannot_be_loaded_again_is_refused_before_any_work(ray_cluster, job, tmp_path):
+    from speechtok.corpus import collect
+    from speechtok.corpus.ray_engine import RayEngine
+    from speechtok.corpus.tokenize import tokenize_corpus
+
+    built = Tokenizer.from_pretrained(job[3])  # not through speechtok.load: no LoadArgs
+    with pytest.raises(InputError, match="save_pretrained"):
+        tokenize_corpus(collect([job[1]]), built, tmp_path / "out", engine=RayEngine(device="cpu"))
+    assert not list((tmp_path / "out" / "data").iterdir())
+
+
 def test_actor_pools_fit_the_cluster():
     # this machine's test cluster: one encoder (0.5 CPU, both cores' torch threads), one reader
     assert pool_sizes({"CPU": 2.0}, shards=12) == (1, 1, 2)

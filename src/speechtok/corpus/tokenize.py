@@ -82,9 +82,6 @@ class TokenizeParts:
 
     def tokenizer(self) -> TokenizerBase:
         if self._tokenizer is None:
-            if self.load_args is None:
-                raise InputError("this tokenizer cannot be loaded in another process: save it with "
-                                 "save_pretrained and load it with speechtok.load")
             self._tokenizer = self.load_args.load(**({} if self.device is None else {"device": self.device}))
             self._tokenizer.batch_seconds = self.batch_seconds
         return self._tokenizer
@@ -96,6 +93,9 @@ class TokenizeParts:
         return UnitsStage(self.tokenizer(), self.dedup, self.bpe)
 
     def __getstate__(self) -> dict:
+        if self.load_args is None:  # refused here, in the process that sends it, before any work
+            raise InputError("this tokenizer cannot be loaded in another process: save it with save_pretrained "
+                             "and load it with speechtok.load")
         return {**self.__dict__, "_tokenizer": None}  # the model is loaded again, never sent
 
 
