@@ -101,6 +101,7 @@ def tokenize(
     from ..bpe import UnitBPE
     from ..corpus.inputs import split_name
     from ..corpus.tokenize import check_bpe, tokenize_corpus
+    from ..runtime.device import batch_seconds as default_or
 
     job_engine = make_engine(engine, ray_address, actors, device)
     utterances = collect_inputs(inputs)
@@ -110,8 +111,9 @@ def tokenize(
     if bpe is not None:
         unit_bpe = UnitBPE.from_pretrained(bpe)
         check_bpe(tok, unit_bpe)
-    if batch_seconds is not None:  # 0 (one file per batch) is a choice too
-        tok.batch_seconds = batch_seconds
+    # 0 (one file per batch) is a choice too; the default is the encoding device's (with Ray, not
+    # that of the CPU copy above), and it decides the windows, so both engines cut the same ones
+    tok.batch_seconds = default_or(batch_seconds, device)
     run_job("tokenize", tok.sample_rate, quiet, out, lambda start, advance: tokenize_corpus(
         utterances, tok, out, dedup=dedup, workers=workers, strict=strict, rank=rank, nshard=nshard,
         shard_size=shard_size, dtype=dtype, split=split_name(inputs), bpe=unit_bpe, engine=job_engine, on_start=start,
