@@ -95,6 +95,19 @@ def load_encoder(encoder: str, layers: Optional[str], device: str, dtype: Option
     return build_encoder(encoder, parse_layers(layers) or [], **options)
 
 
+def make_engine(engine: str, ray_address: Optional[str], actors: Optional[int], device: str):
+    """The corpus engine the options name (None: the local engine, this process)."""
+    if engine == "local":
+        if ray_address is not None or actors is not None:
+            raise InputError("--ray-address and --actors apply to --engine ray")
+        return None
+    if engine != "ray":
+        raise InputError(f"--engine must be local or ray, not {engine!r}")
+    from ..corpus.ray_engine import RayEngine
+
+    return RayEngine(ray_address, actors, device)
+
+
 def collect_inputs(inputs: List[str]):
     from ..corpus import collect
 
@@ -120,6 +133,9 @@ WORKERS = typer.Option(4, help="Threads reading and resampling audio ahead of th
 RANK = typer.Option(0, help="This process's part of the corpus, 0..nshard-1 (fairseq's rank).")
 NSHARD = typer.Option(1, help="Number of independent processes the corpus is split across.")
 SHARD_SIZE = typer.Option(1000, help="Utterances per output file (the unit of resumption).")
+ENGINE = typer.Option("local", help="Where the job runs: local (this process) or ray (a Ray cluster: pip install \"speechtok[ray]\"). Both write the same output; a job can be resumed with either.")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="--engine ray: the cluster to join (default: $RAY_ADDRESS, else a Ray instance started on this machine for the job).")
+ACTORS = typer.Option(None, "--actors", help="--engine ray: model replicas encoding in parallel (default: one per GPU with --device cuda, else one).")
 STRICT = typer.Option(False, "--strict", help="Stop at the first bad file instead of recording it and going on.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary (errors are still printed).")
 

@@ -9,12 +9,14 @@ import typer
 
 from ..errors import EXIT_FILES_FAILED
 from .common import (
+    ACTORS,
     BANDWIDTH,
     BATCH_SECONDS,
     CORPUS,
     DEVICE,
     DTYPE,
     ENCODER,
+    ENGINE,
     INPUTS,
     LAYER_ALIAS,
     LAYERS,
@@ -22,6 +24,7 @@ from .common import (
     NSHARD,
     QUIET,
     RANK,
+    RAY_ADDRESS,
     SHARD_SIZE,
     STRICT,
     TOKENIZER,
@@ -31,6 +34,7 @@ from .common import (
     either,
     load_encoder,
     load_tokenizer,
+    make_engine,
     quiet_transformers,
     say,
 )
@@ -86,26 +90,33 @@ def tokenize(
     rank: int = RANK,
     nshard: int = NSHARD,
     shard_size: int = SHARD_SIZE,
+    engine: str = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    actors: Optional[int] = ACTORS,
     quiet: bool = QUIET,
 ):
     """Tokenize a corpus into Parquet shards: one row per utterance with its units.
 
-    Resumable: run the same command again after a crash and finished shards are kept. Bad files are recorded in errors.jsonl and the job goes on; the exit code is 1 if any failed."""
+    Resumable: run the same command again after a crash and finished shards are kept. Bad files are recorded in errors.jsonl and the job goes on; the exit code is 1 if any failed. With --engine ray, the Ray workers load the tokenizer themselves (on --device), so its directory and the audio must be readable at the same paths on every node."""
     from ..bpe import UnitBPE
     from ..corpus.inputs import split_name
     from ..corpus.tokenize import check_bpe, tokenize_corpus
+    from ..runtime.device import batch_seconds as default_or
 
+    job_engine = make_engine(engine, ray_address, actors, device)
     utterances = collect_inputs(inputs)
-    tok = load_tokenizer(tokenizer, layers, device, dtype, n_quantizers, bandwidth)
+    # With Ray, this process only reads the tokenizer's description and writes; the workers encode.
+    tok = load_tokenizer(tokenizer, layers, device if job_engine is None else "cpu", dtype, n_quantizers, bandwidth)
     unit_bpe = None
     if bpe is not None:
         unit_bpe = UnitBPE.from_pretrained(bpe)
         check_bpe(tok, unit_bpe)
-    if batch_seconds is not None:  # 0 (one file per batch) is a choice too
-        tok.batch_seconds = batch_seconds
+    # 0 (one file per batch) is a choice too; the default is the encoding device's (with Ray, not
+    # that of the CPU copy above), and it decides the windows, so both engines cut the same ones
+    tok.batch_seconds = default_or(batch_seconds, device)
     run_job("tokenize", tok.sample_rate, quiet, out, lambda start, advance: tokenize_corpus(
         utterances, tok, out, dedup=dedup, workers=workers, strict=strict, rank=rank, nshard=nshard,
-        shard_size=shard_size, dtype=dtype, split=split_name(inputs), bpe=unit_bpe, on_start=start,
+        shard_size=shard_size, dtype=dtype, split=split_name(inputs), bpe=unit_bpe, engine=job_engine, on_start=start,
         on_progress=advance))
 
 

@@ -20,12 +20,24 @@ from .inputs import Utterance
 
 @dataclass
 class Loaded:
-    """An utterance with its prepared audio, or the reason it could not be read."""
+    """An utterance with its prepared audio, or the reason it could not be read.
+
+    `num_samples` is the wave's length; it stays when the wave is dropped (an engine that encodes
+    in another process hands the sink a Loaded without its wave)."""
 
     utterance: Utterance
     index: int  # position in the job's input list
     wave: np.ndarray | None = None
     error: str | None = None
+    num_samples: int = 0
+
+    def __post_init__(self):
+        if self.wave is not None:
+            self.num_samples = len(self.wave)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 class AudioReader:
@@ -77,7 +89,7 @@ def windows(loaded: Iterable[Loaded], max_samples: int) -> Iterator[list[Loaded]
     size = 0
     for item in loaded:
         group.append(item)
-        size += 0 if item.wave is None else len(item.wave)
+        size += item.num_samples
         if size >= max_samples:
             yield group
             group, size = [], 0

@@ -2,18 +2,22 @@
 
 Every corpus job is a signature (what decides its output), a stage (a plain callable over a
 window of prepared waves: `UnitsStage`, `FeaturesStage`) and a sink (where rows go: Parquet
-shards, fairseq `.npy` / `.len`, k-means frame reservoirs). `run_corpus` drives them:
+shards, fairseq `.npy` / `.len`, k-means frame reservoirs). `drive` is what every engine shares:
 
-    for each unit of work the sink still needs (a shard; the whole rank for one-file sinks):
+    hold OUT; todo = sink.pending(...)                  (the units of work still to do: shards)
+    for each unit of work an engine has finished (`produce`; any order):
         sink.begin(work)
-        read_ahead(reader) -> windows of ~window_samples -> failed inputs to sink.failed
-                                                       -> stage(waves) -> sink.write(items, rows)
+        per window: failed inputs -> sink.failed, rows of the readable ones -> sink.write
         sink.commit(work)
     sink.finish()
 
+The engine decides where reading and encoding happen. `run_corpus` (`LocalEngine`) does it in
+this process: read_ahead(reader threads) -> windows of ~window_samples -> stage, work by work, in
+order. `ray_engine.RayEngine` runs the same reader and stage on a Ray cluster; it builds them on
+its workers from `JobParts`, which is why jobs hand engines a `JobParts` and not the objects.
+
 Bad inputs are recorded and the job goes on, unless `strict` (or a sink that needs every input)
-stops it with `FilesFailed`, the same error in every job. Stages hold no global state, so another
-engine can run them unchanged.
+stops it with `FilesFailed`, the same error in every job and engine.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -95,11 +99,58 @@ class Sink(Protocol):
         """All work is done: write what summarises it (manifest, errors) into `result` too."""
 
 
+Stage = Callable[[list[np.ndarray]], list[dict]]  # prepared waves -> one row dict per wave
+
+# What an engine gives `drive`: finished works, each with its windows in input order; a window is
+# its inputs and `rows_of(readable inputs)` (the local engine encodes only when asked, so --strict
+# stops before encoding a window with a bad input).
+Produced = Iterable[tuple[Work, Iterable[tuple[list[Loaded], Callable[[list[Loaded]], list[dict]]]]]]
+
+
+class JobParts(Protocol):
+    """A job's reader and stage, built in the process that runs them. Picklable, and cheap to
+    pickle (what builds them, not what they hold), so an engine can build them on its workers."""
+
+    def reader(self) -> AudioReader: ...
+
+    def stage(self) -> Stage: ...
+
+
+def drive(indices: range, sink: Sink, produce: Callable[[list[Work]], Produced], *, strict: bool = False,
+          on_start: Callable[[int, int], None] | None = None,
+          on_progress: Callable[[int, int], None] | None = None) -> JobResult:
+    """Hold the sink's OUT, ask it what is left of `indices`, hand it every window `produce(todo)`
+    gives, a work at a time, and let it finish. `produce` yields (work, windows) with each window
+    as (inputs, rows_of): `rows_of(readable inputs)` gives their rows, in input order."""
+    limit_heap_fragmentation()
+    with hold(sink.out, sink.lock_name) if sink.out is not None else nullcontext():
+        result = JobResult()
+        started = time.perf_counter()
+        todo = sink.pending(indices, result)
+        if on_start:
+            on_start(len(indices), len(indices) - sum(len(w.indices) for w in todo))
+        produced = produce(todo)
+        try:
+            for work, encoded in produced:
+                sink.begin(work)
+                for window, rows_of in encoded:
+                    _deliver(window, rows_of, sink, strict, result, on_progress)
+                sink.commit(work)
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            getattr(produced, "close", lambda: None)()  # stop the engine's workers if the job stopped
+        result.seconds = time.perf_counter() - started
+        sink.finish(result)
+    return result
+
+
 def run_corpus(
     utterances: Sequence[Utterance],
     indices: range,
     reader: AudioReader,
-    stage: Callable[[list[np.ndarray]], list[dict]],
+    stage: Stage,
     sink: Sink,
     *,
     window_samples: int,
@@ -108,36 +159,48 @@ def run_corpus(
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> JobResult:
-    """Run `stage` over `utterances[indices]` into `sink`. `on_start(total_files, files_done)` once;
-    `on_progress(files, samples)` per window."""
-    limit_heap_fragmentation()
-    with hold(sink.out, sink.lock_name) if sink.out is not None else nullcontext():
-        result = JobResult()
-        started = time.perf_counter()
-        todo = sink.pending(indices, result)
-        if on_start:
-            on_start(len(indices), len(indices) - sum(len(w.indices) for w in todo))
+    """Run `stage` over `utterances[indices]` into `sink`, in this process. `on_start(total_files,
+    files_done)` once; `on_progress(files, samples)` per window."""
+
+    def encode(good: list[Loaded]) -> list[dict]:
+        return stage([item.wave for item in good])
+
+    def produce(todo: list[Work]) -> Iterator:
         loaded = read_ahead(((j, utterances[j]) for w in todo for j in w.indices), reader, workers=workers,
                             prefetch=max(16, 4 * workers))
         try:
             for work in todo:
-                sink.begin(work)
-                for window in windows(islice(loaded, len(work.indices)), window_samples):
-                    _run_window(window, stage, sink, strict, result, on_progress)
-                sink.commit(work)
-        except BaseException:
-            sink.abort()
-            raise
+                yield work, ((window, encode) for window in windows(islice(loaded, len(work.indices)), window_samples))
         finally:
             loaded.close()  # stop the readers if the job stopped
-        result.seconds = time.perf_counter() - started
-        sink.finish(result)
-    return result
+
+    return drive(indices, sink, produce, strict=strict, on_start=on_start, on_progress=on_progress)
 
 
-def _run_window(window: list[Loaded], stage, sink: Sink, strict: bool, result: JobResult, on_progress) -> None:
-    good = [item for item in window if item.wave is not None]
-    bad = [item for item in window if item.wave is None]
+class Engine(Protocol):
+    """Where a corpus job runs: `run` takes `run_corpus`'s arguments with the reader and stage as
+    `JobParts`. `device`: where the engine has the stages built (None: where the job's model is)."""
+
+    device: str | None
+
+    def run(self, utterances: Sequence[Utterance], indices: range, parts: JobParts, sink: Sink, *,
+            window_samples: int, workers: int = 4, strict: bool = False,
+            on_start: Callable[[int, int], None] | None = None,
+            on_progress: Callable[[int, int], None] | None = None) -> JobResult: ...
+
+
+class LocalEngine:
+    """`run_corpus` in this process: the default engine."""
+
+    device = None  # stages run where the job's model already is
+
+    def run(self, utterances: Sequence[Utterance], indices: range, parts: JobParts, sink: Sink, **options) -> JobResult:
+        return run_corpus(utterances, indices, parts.reader(), parts.stage(), sink, **options)
+
+
+def _deliver(window: list[Loaded], rows_of, sink: Sink, strict: bool, result: JobResult, on_progress) -> None:
+    good = [item for item in window if item.ok]
+    bad = [item for item in window if not item.ok]
     if bad and (strict or sink.needs_every_input):
         first = bad[0]
         why = ("this output needs a line per input; fix it or remove it from the manifest"
@@ -146,8 +209,8 @@ def _run_window(window: list[Loaded], stage, sink: Sink, strict: bool, result: J
     if bad:
         sink.failed(bad)
     if good:
-        sink.write(good, stage([item.wave for item in good]))
-    samples = sum(len(item.wave) for item in good)
+        sink.write(good, rows_of(good))
+    samples = sum(item.num_samples for item in good)
     result.ok += len(good)
     result.failed += len(bad)
     result.samples += samples

@@ -188,7 +188,7 @@ class ParquetShards:
             "start": [it.utterance.start for it in items],
             "duration": [it.utterance.duration for it in items],
             "index": [it.index for it in items],
-            "num_samples": [len(it.wave) for it in items],
+            "num_samples": [it.num_samples for it in items],
         }
         arrays = [pa.array(columns[f.name], f.type) if f.name in columns
                   else list_column([row[f.name] for row in rows], f.type) for f in self.schema]

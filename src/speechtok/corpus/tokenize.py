@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..tokenizer import TokenizerBase
 from .inputs import Utterance, shard_range
 from .reader import AudioReader
-from .runner import JobResult, run_corpus, window_samples
+from .runner import Engine, JobResult, LocalEngine, window_samples
 from .sinks import DEFAULT_SHARD_SIZE, ParquetShards, job_signature
 
 
@@ -68,6 +68,37 @@ class UnitsStage:
         return rows
 
 
+class TokenizeParts:
+    """The tokenize job's reader and stage (`runner.JobParts`). In the process that made it they
+    come from the loaded tokenizer; pickled, it keeps only the tokenizer's `LoadArgs`, and a
+    worker loads the tokenizer from them once, on `device` if given."""
+
+    def __init__(self, tokenizer: TokenizerBase, dedup: bool = False, bpe: UnitBPE | None = None,
+                 device: str | None = None):
+        self.load_args = tokenizer.load_args
+        self.batch_seconds = tokenizer.batch_seconds  # a runtime choice the caller may have changed
+        self.dedup, self.bpe, self.device = dedup, bpe, device
+        self._tokenizer: TokenizerBase | None = tokenizer if device is None else None
+
+    def tokenizer(self) -> TokenizerBase:
+        if self._tokenizer is None:
+            self._tokenizer = self.load_args.load(**({} if self.device is None else {"device": self.device}))
+            self._tokenizer.batch_seconds = self.batch_seconds
+        return self._tokenizer
+
+    def reader(self) -> AudioReader:
+        return AudioReader(self.tokenizer().read)
+
+    def stage(self) -> UnitsStage:
+        return UnitsStage(self.tokenizer(), self.dedup, self.bpe)
+
+    def __getstate__(self) -> dict:
+        if self.load_args is None:  # refused here, in the process that sends it, before any work
+            raise InputError("this tokenizer cannot be loaded in another process: save it with save_pretrained "
+                             "and load it with speechtok.load")
+        return {**self.__dict__, "_tokenizer": None}  # the model is loaded again, never sent
+
+
 def tokenize_corpus(
     utterances: Sequence[Utterance],
     tokenizer: TokenizerBase,
@@ -82,11 +113,15 @@ def tokenize_corpus(
     dtype: str | None = None,
     split: str | None = None,
     bpe: UnitBPE | None = None,
+    engine: Engine | None = None,
     on_start=None,
     on_progress=None,
 ) -> JobResult:
     """Tokenize `utterances` into Parquet shards under `out` (resumable; see `sinks.ParquetShards`).
-    `split` names the corpus in exported files (`{split}.km`); `bpe` adds BPE ids of its stream."""
+    `split` names the corpus in exported files (`{split}.km`); `bpe` adds BPE ids of its stream.
+    `engine`: where the work runs (default `LocalEngine`: this process; `ray_engine.RayEngine`:
+    a Ray cluster, which loads the tokenizer again from `tokenizer.load_args`). Every engine
+    writes the same output, so a job started with one can be resumed with another."""
     config = tokenizer.to_dict()
     signature = {"command": "tokenize", "tokenizer": config, "dedup": dedup, "dtype": dtype}
     if bpe is not None:
@@ -100,6 +135,7 @@ def tokenize_corpus(
                                    "vocab_sizes": list(tokenizer.vocab_sizes), "dedup": dedup, "split": split,
                                    "tokenizer_source": tokenizer.source,
                                    "bpe": None if bpe is None else bpe.to_dict()})
-    return run_corpus(utterances, mine, AudioReader(tokenizer.read), UnitsStage(tokenizer, dedup, bpe), sink,
+    engine = engine or LocalEngine()
+    return engine.run(utterances, mine, TokenizeParts(tokenizer, dedup, bpe, engine.device), sink,
                       window_samples=window_samples(tokenizer.batch_seconds, tokenizer.sample_rate),
                       workers=workers, strict=strict, on_start=on_start, on_progress=on_progress)

@@ -52,6 +52,7 @@ class TokenizerBase:
     batch_seconds: float
     has_decoder = False
     source: str | None = None  # the directory or preset it was loaded from, if any
+    load_args = None  # `registry.LoadArgs` when it came from `speechtok.load`: how to load it again
 
     def read(self, source: AudioSource, sample_rate: int | None = None, start: float | None = None,
              duration: float | None = None) -> np.ndarray:

@@ -1,9 +1,11 @@
 """`speechtok.load`: a tokenizer from a saved directory (dispatched on the `type` in its
-`tokenizer.json`, read once), a preset name, or a codec on disk."""
+`tokenizer.json`, read once), a preset name, or a codec on disk. The tokenizer it returns keeps
+its `LoadArgs`, so another process (a Ray worker) can load the same one."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,6 +24,20 @@ TOKENIZER_TYPES: dict[str, Callable[..., TokenizerBase]] = {
 _CODEC_ONLY = ("n_quantizers", "bandwidth", "window_seconds", "sample_rate")
 
 
+@dataclass(frozen=True)
+class LoadArgs:
+    """The arguments of one `load` call: what another process needs to load the same tokenizer
+    (from its own copy of the directory or its own hub cache; nothing is sent but these)."""
+
+    name_or_path: str
+    layers: tuple[int, ...] | None = None
+    options: dict = field(default_factory=dict)
+
+    def load(self, **overrides) -> TokenizerBase:
+        """The tokenizer, with `overrides` of the options (e.g. another device)."""
+        return load(self.name_or_path, self.layers, **{**self.options, **overrides})
+
+
 def load(name_or_path: str | os.PathLike, layers: Sequence[int] | None = None, **options) -> TokenizerBase:
     """A tokenizer from a directory written by `save_pretrained`, a preset name (`speechtok
     presets`), or a codec: a local transformers DAC / EnCodec / Mimi directory or an original DAC
@@ -31,6 +47,14 @@ def load(name_or_path: str | os.PathLike, layers: Sequence[int] | None = None, *
     device ("cpu", "cuda"), dtype ("float32", "bfloat16", "float16"); semantic: chunk_seconds;
     codecs: n_quantizers or bandwidth (kbps), window_seconds, sample_rate (checkpoints without it).
     """
+    tok = _load(name_or_path, layers, options)
+    where = Path(name_or_path)  # a local path, absolute: another process may run elsewhere
+    tok.load_args = LoadArgs(str(where.resolve()) if where.exists() else str(name_or_path),
+                             None if layers is None else tuple(layers), dict(options))
+    return tok
+
+
+def _load(name_or_path: str | os.PathLike, layers: Sequence[int] | None, options: dict) -> TokenizerBase:
     path = Path(name_or_path)
     name = str(name_or_path)
     if (path / CONFIG_NAME).exists():
