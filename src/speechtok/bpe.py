@@ -123,7 +123,11 @@ class UnitBPE:
 
     def decode(self, ids: Sequence[int]) -> np.ndarray:
         """BPE piece ids -> the unit ids they came from."""
-        return text_to_units(self.processor.decode([int(i) for i in ids]))
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise InputError(f"BPE piece ids must be in 0..{self.vocab_size - 1}; got {bad[:5]}")
+        return text_to_units(self.processor.decode(ids))
 
     def pieces(self, units: Sequence[int]) -> list[np.ndarray]:
         """The units each piece of `encode(units)` stands for (to see what BPE merged). A unit

@@ -27,6 +27,24 @@ def say(message: str, style: str | None = None, label: str | None = None) -> Non
     err.print(text)
 
 
+def _pass_through() -> tuple[type[BaseException], ...]:
+    """Exceptions typer handles itself: its usage errors and exits (typer >= 0.29 has its own copy
+    of click, older ones use click's)."""
+    kinds: list[type[BaseException]] = [typer.Exit, typer.Abort, typer.BadParameter, KeyboardInterrupt]
+    if hasattr(typer, "TyperException"):
+        kinds.append(typer.TyperException)
+    try:
+        import click
+
+        kinds.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+_PASS_THROUGH = _pass_through()
+
+
 def boundary(command: Callable) -> Callable:
     """The one place errors become exit codes (see `speechtok.errors`): a SpeechtokError prints its
     message and exits with its code (1 files failed, 2 bad arguments / input, 3 job failed); an
@@ -37,7 +55,7 @@ def boundary(command: Callable) -> Callable:
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (typer.TyperException, typer.Exit, typer.Abort, KeyboardInterrupt):
+        except _PASS_THROUGH:
             raise  # usage errors (typer prints them, exit 2) and exits the command chose
         except SpeechtokError as error:
             say(str(error), label="error:")

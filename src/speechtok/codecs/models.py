@@ -25,7 +25,7 @@ from ..audio import AudioSource, load_audio
 from ..errors import InputError
 from ..hub import local_or_hub, model_load_error, offline
 from ..readers import reader
-from ..runtime.device import resolve_dtype
+from ..runtime.device import resolve_device, resolve_dtype
 
 FAMILIES = ("dac", "encodec", "mimi")
 
@@ -62,7 +62,7 @@ class CodecModel:
         self.family = family
         self.source = source
         self.revision = revision
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = model.eval().to(self.device, self.dtype)
         self.sample_rate = int(config.sampling_rate)

@@ -77,7 +77,8 @@ def fit_kmeans_corpus(
                             window_samples=window_samples(stage.batch_seconds, encoder.sample_rate), workers=workers,
                             strict=strict, on_start=on_start, on_progress=on_progress)
         report = FitReport(files=result.ok, samples=result.samples,
-                           failed=[(e["path"], e["reason"]) for e in result.errors])
+                           failed=[(Utterance(e["id"], e["path"], e["start"], e["duration"]).describe(),
+                                    e["reason"]) for e in result.errors])
         quantizers = {}
         for stream, reservoir in sink.reservoirs.items():
             frames = reservoir.sample()

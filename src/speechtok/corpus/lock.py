@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 
@@ -44,6 +47,12 @@ def hold(directory: str | os.PathLike, name: str = LOCK_FILE, wait: bool = False
         os.close(fd)
         raise InputError(f"{directory} is being written by another speechtok job ({holder}); wait for it to "
                          "finish or stop it, or choose another output directory") from None
+    except OSError as error:  # a file system without flock (Lustre without -o flock, some NFS)
+        os.close(fd)
+        log.warning("%s: cannot lock %s (%s); going on without the one-writer guarantee", directory, name,
+                    error.strerror)
+        yield path
+        return
     try:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "command": " ".join(sys.argv)}

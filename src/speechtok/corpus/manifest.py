@@ -112,7 +112,9 @@ def read_manifests(directory: Path) -> list[CorpusManifest]:
     manifests = [CorpusManifest.read(p) for p in paths]
     nshard = manifests[0].job.get("nshard", 1)
     ranks = {m.rank for m in manifests}
-    if len(ranks) != nshard or any(m.job != manifests[0].job for m in manifests):
+    if any(m.job != manifests[0].job for m in manifests):
+        raise InputError(f"{directory}: its manifests were written by different jobs; it is not one corpus")
+    if len(ranks) != nshard:
         missing = sorted(set(range(nshard)) - ranks)
         raise InputError(f"{directory}: ranks {missing} of {nshard} have not finished; run them first")
     return sorted(manifests, key=lambda m: m.rank)

@@ -120,9 +120,12 @@ class RayEngine:
                 yield from finished_shards(data.iter_batches(batch_size=None, batch_format="numpy"), todo, utterances)
             except Exception as error:
                 cause = _speechtok_cause(error)
-                if cause is None:
-                    raise
-                raise cause from None  # a bad input or option found on a worker reads as it would locally
+                if cause is not None:
+                    raise cause from None  # a bad input or option found on a worker reads as it would locally
+                if _cluster_failure(error):
+                    raise JobFailed(f"the Ray cluster failed under the job ({type(error).__name__}: {error}); "
+                                    "run the command again to resume from the finished shards") from error
+                raise
         finally:
             if connected_here:
                 ray.shutdown()
@@ -261,6 +264,16 @@ def _objects(values: list) -> np.ndarray:
     for i, value in enumerate(values):
         array[i] = value
     return array
+
+
+# Ray's errors for a cluster that failed under a job (a node, an actor past its restarts, lost
+# objects), as opposed to an exception raised by speechtok's own code on a worker.
+_CLUSTER_FAILURES = {"ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError",
+                     "OwnerDiedError", "RaySystemError", "WorkerCrashedError", "ObjectFetchTimedOutError"}
+
+
+def _cluster_failure(error: BaseException) -> bool:
+    return any(type(e).__name__ in _CLUSTER_FAILURES for e in (error, error.__cause__, error.__context__) if e)
 
 
 def _speechtok_cause(error: BaseException) -> SpeechtokError | None:

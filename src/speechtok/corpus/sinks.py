@@ -125,7 +125,11 @@ class ParquetShards:
     def _check_job(self) -> None:
         job_file = self.out / JOB_FILE
         if job_file.exists():
-            previous = json.loads(job_file.read_text())
+            try:
+                previous = json.loads(job_file.read_text())
+            except ValueError as error:
+                raise JobFailed(f"{job_file}: damaged ({error}); it records which job OUT holds, so OUT cannot be "
+                                "resumed safely: choose another output directory") from None
             if previous != self.signature:
                 changed = sorted(k for k in set(previous) | set(self.signature) if previous.get(k) != self.signature.get(k))
                 raise InputError(
@@ -150,6 +154,7 @@ class ParquetShards:
                 path.unlink()  # damaged: redone below, like a shard that was never written
                 result.redone.append(f"{work.name} ({damage})")
             todo.append(work)
+        result.skipped_shards = len(self._all) - len(todo)
         return todo
 
     def _record_path(self, name: str) -> Path:
@@ -164,11 +169,15 @@ class ParquetShards:
             except (OSError, pa.ArrowException):
                 return "unreadable"
             return None
-        record = json.loads(record_path.read_text())
+        try:
+            record = json.loads(record_path.read_text())
+            recorded_bytes, recorded_sha256 = int(record["bytes"]), str(record["sha256"])
+        except (ValueError, KeyError, TypeError):
+            return f"its record {record_path.name} is damaged"
         size = path.stat().st_size
-        if size != record["bytes"]:
-            return f"{size} bytes, {record['bytes']} were written"
-        if file_digest(path)[1] != record["sha256"]:
+        if size != recorded_bytes:
+            return f"{size} bytes, {recorded_bytes} were written"
+        if file_digest(path)[1] != recorded_sha256:
             return "its sha256 differs from the one recorded when it was written"
         return None
 

@@ -77,6 +77,9 @@ class TokenizeParts:
                  device: str | None = None):
         self.load_args = tokenizer.load_args
         self.batch_seconds = tokenizer.batch_seconds  # a runtime choice the caller may have changed
+        # A Ray actor sees only the GPU it was given, as device 0: cuda:N means "a GPU" there.
+        if device is not None and device.startswith("cuda"):
+            device = "cuda"
         self.dedup, self.bpe, self.device = dedup, bpe, device
         self._tokenizer: TokenizerBase | None = tokenizer if device is None else None
 
@@ -87,7 +90,12 @@ class TokenizeParts:
         return self._tokenizer
 
     def reader(self) -> AudioReader:
-        return AudioReader(self.tokenizer().read)
+        if self.device is None:  # in the caller's process: the tokenizer it already loaded
+            return AudioReader(self.tokenizer().read)
+        # On a worker, reading needs only the front end's audio settings: built on the CPU, so a
+        # read actor (which has no GPU) never touches one.
+        reading = self.load_args.load(device="cpu")
+        return AudioReader(reading.read)
 
     def stage(self) -> UnitsStage:
         return UnitsStage(self.tokenizer(), self.dedup, self.bpe)

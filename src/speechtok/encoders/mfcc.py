@@ -12,6 +12,7 @@ import kaldi_native_fbank as knf
 import numpy as np
 import torch
 
+from ..runtime.device import resolve_device
 from .base import Encoder
 
 
@@ -63,7 +64,7 @@ class MFCCEncoder(Encoder):
         self.shift = int(self.sample_rate * 0.010)
         self.frame_rate = self.sample_rate / self.shift
         self.min_samples = self.window
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
 
     def to_dict(self) -> dict:
         return {"type": "mfcc", "sample_rate": self.sample_rate}

@@ -32,7 +32,7 @@ from torch import nn
 from ..errors import InputError
 from ..hub import local_or_hub, model_load_error, offline
 from ..readers import reader
-from ..runtime.device import resolve_dtype
+from ..runtime.device import resolve_device, resolve_dtype
 from .base import Encoder
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class SSLEncoder(Encoder):
         self.last_hidden_state = bool(last_hidden_state)
         self.streams = tuple(f"L{n}" for n in self.layers) + (("last_hidden_state",) if self.last_hidden_state else ())
         self.feature_dim = int(config.hidden_size)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         keep = self.total_layers if self.last_hidden_state else self.layers[-1]
         model, final_norm = _truncate(model, keep)

@@ -16,8 +16,25 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
+def resolve_device(device: torch.device | str) -> torch.device:
+    """A torch device from a name ("cpu", "cuda", "cuda:1"), refused with a reason when this torch
+    cannot use it (a misspelling, or cuda with a CPU-only build or no visible GPU)."""
+    resolved = _parse(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: this torch ({torch.__version__}) sees no CUDA GPU "
+                         "(a CPU-only build, or no GPU visible to this process); use --device cpu")
+    return resolved
+
+
+def _parse(device: torch.device | str) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InputError(f"unknown device {device!r} ({error}); use cpu, cuda or cuda:N") from None
+
+
 def default_batch_seconds(device: torch.device | str) -> float:
-    return DEFAULT_BATCH_SECONDS.get(torch.device(device).type, DEFAULT_BATCH_SECONDS["cuda"])
+    return DEFAULT_BATCH_SECONDS.get(_parse(device).type, DEFAULT_BATCH_SECONDS["cuda"])
 
 
 def batch_seconds(given: float | None, device: torch.device | str) -> float:

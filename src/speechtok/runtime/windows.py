@@ -31,6 +31,8 @@ import torch
 
 R = TypeVar("R")
 log = logging.getLogger(__name__)
+# torch.OutOfMemoryError since torch 2.5; torch.cuda.OutOfMemoryError before (the same class after)
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class _OutOfMemoryBackoff:
             return self(batch[:cap]) + self(batch[cap:])
         try:
             return list(self.forward(batch))
-        except torch.OutOfMemoryError:
+        except OutOfMemoryError:
             if len(batch) == 1:
                 raise
             if torch.cuda.is_available():

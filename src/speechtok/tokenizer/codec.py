@@ -180,6 +180,8 @@ class CodecTokenizer(TokenizerBase):
             options["window_seconds"] = config.get("window_seconds", DEFAULT_WINDOW_SECONDS)
         return cls(codec, **options)
 
+    from_config = from_dict  # the name before to_dict / from_dict
+
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, **options) -> CodecTokenizer:
         """A tokenizer directory written by `save_pretrained`, or a codec itself: hub id, local

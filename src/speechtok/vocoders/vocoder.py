@@ -26,6 +26,7 @@ from ..errors import FormatError, InputError, NotFoundError
 from ..readers import reader
 from ..runtime import windows
 from ..runtime.device import batch_seconds as default_or
+from ..runtime.device import resolve_device
 from ..units import Units
 from .hifigan import HifiGANConfig, UnitHifiGAN
 
@@ -48,7 +49,7 @@ class UnitVocoder:
     def __init__(self, model: UnitHifiGAN, layers: Sequence[int] | None, k: int, sample_rate: int = 16000,
                  device: str | torch.device = "cpu", window_seconds: float = DEFAULT_WINDOW_SECONDS,
                  batch_seconds: float | None = None, source: str | None = None):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.config: HifiGANConfig = model.config
         self.layers = tuple(layers) if layers is not None else None
@@ -163,8 +164,9 @@ class UnitVocoder:
                               f"{error})") from None
         return cls(model, config["layers"], config["k"], config["sample_rate"], source=config.get("source"), **options)
 
-    save = save_pretrained  # the names before save_pretrained / from_pretrained
+    save = save_pretrained  # the names before save_pretrained / from_pretrained / to_dict
     load = from_pretrained
+    config_dict = to_dict
 
     @classmethod
     def from_fairseq(cls, checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
