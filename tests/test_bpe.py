@@ -101,3 +101,16 @@ def test_bpe_train_and_tokenize_with_it(speech_files, tmp_path):
     UnitBPE.train([np.arange(20)], 20, vocab_size=300, stream="mfcc").save_pretrained(tmp_path / "other")
     refused = cli("tokenize", *files, "-t", tok, "-o", tmp_path / "x", "-q", "--bpe", tmp_path / "other")
     assert refused.returncode == 2 and "K=20" in refused.stderr
+
+
+def test_piece_ids_outside_the_vocabulary_are_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from speechtok.cli import app
+
+    bpe = UnitBPE.train([np.arange(20), np.arange(20)[::-1]], 20, vocab_size=300, stream="mfcc")
+    bpe.save_pretrained(tmp_path / "bpe")
+    with pytest.raises(ValueError, match=r"0\.\.299"):
+        bpe.decode([5, 300])
+    result = CliRunner().invoke(app, ["bpe", "decode", str(tmp_path / "bpe"), "5", "99999"])
+    assert result.exit_code == 2 and "99999" in result.output and "Traceback" not in result.output

@@ -175,3 +175,27 @@ def test_usage_errors_inside_commands_are_bad_arguments_not_bugs(mfcc_tokenizer,
     assert tokenize(speech_files[0], "-t", mfcc_tokenizer, "-o", out).exit_code == 0
     missing = CliRunner().invoke(app, ["eval", "purity", str(out), "--alignments", str(tmp_path / "nowhere.tsv")])
     assert missing.exit_code == 2 and "nowhere.tsv" in missing.output and "Traceback" not in missing.output
+
+
+def test_a_device_this_torch_cannot_use_is_refused(mfcc_tokenizer, speech_files, tmp_path):
+    result = tokenize(speech_files[0], "-t", mfcc_tokenizer, "-o", tmp_path / "out", "--device", "gpu")
+    assert result.exit_code == 2 and "unknown device 'gpu'" in result.output and "Traceback" not in result.output
+    if not torch.cuda.is_available():
+        cuda = tokenize(speech_files[0], "-t", mfcc_tokenizer, "-o", tmp_path / "out", "--device", "cuda")
+        assert cuda.exit_code == 2 and "sees no CUDA GPU" in cuda.output
+
+
+def test_resume_reports_kept_shards_and_redoes_a_shard_whose_record_is_damaged(mfcc_tokenizer, speech_files,
+                                                                                tmp_path):
+    out = tmp_path / "units"
+    args = [*speech_files[:4], "-t", mfcc_tokenizer, "-o", out, "--shard-size", "2"]
+    assert CliRunner().invoke(app, ["tokenize", *map(str, args)]).exit_code == 0
+    again = CliRunner().invoke(app, ["tokenize", *map(str, args)])
+    assert again.exit_code == 0 and "2 finished shards kept from an earlier run" in again.output
+    record = sorted((out / ".state").glob("*.parquet.json"))[0]
+    record.write_text("{not json")
+    redo = CliRunner().invoke(app, ["tokenize", *map(str, args)])
+    assert redo.exit_code == 0 and "is damaged" in redo.output and "1 finished shards kept" in redo.output
+    (out / "job.json").write_text("{not json")
+    broken = CliRunner().invoke(app, ["tokenize", *map(str, args)])
+    assert broken.exit_code == 3 and "job.json" in broken.output and "Traceback" not in broken.output
