@@ -72,6 +72,14 @@ def boundary(command: Callable) -> Callable:
     return run
 
 
+def list_failures(errors: list[dict]) -> None:
+    """The first failed inputs (id, path, reason), and how many more there are."""
+    for e in errors[:10]:
+        say(f"  {e['id']} ({e['path']}): {e['reason']}")
+    if len(errors) > 10:
+        say(f"  ... and {len(errors) - 10} more")
+
+
 def parse_layers(value: Optional[str]) -> Optional[List[int]]:
     """'7,23' -> [7, 23]; None or '' -> None."""
     if not value:

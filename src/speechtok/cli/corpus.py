@@ -32,6 +32,7 @@ from .common import (
     boundary,
     collect_inputs,
     either,
+    list_failures,
     load_encoder,
     load_tokenizer,
     make_engine,
@@ -65,10 +66,7 @@ def report_failures(errors: list[dict], where: str) -> None:
     if not errors:
         return
     say(f"{len(errors)} files failed ({where}):", style="red")
-    for e in errors[:10]:
-        say(f"  {e['id']} ({e['path']}): {e['reason']}")
-    if len(errors) > 10:
-        say(f"  ... and {len(errors) - 10} more")
+    list_failures(errors)
     raise typer.Exit(EXIT_FILES_FAILED)
 
 

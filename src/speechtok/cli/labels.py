@@ -22,6 +22,7 @@ from .common import (
     collect_inputs,
     either,
     err,
+    list_failures,
     load_encoder,
     say,
 )
@@ -63,8 +64,7 @@ def hubert_labels(
                             stage=lambda label, rate: JobProgress(err, rate, label, quiet))
     except LabelsFailed as error:
         say(str(error), label="error:")
-        for e in error.errors[:10]:
-            say(f"  {e['id']} ({e['path']}): {e['reason']}")
+        list_failures(error.errors)
         raise typer.Exit(EXIT_FILES_FAILED) from None
     bad = print_label_checks(report.checks)
     say(f"wrote {', '.join(Path(f).name for f in report.files)} to {out}; k-means "

@@ -78,6 +78,9 @@ class RayEngine:
             raise InputError('the Ray engine needs Ray, which is not installed: pip install "speechtok[ray]"')
         if actors is not None and actors < 1:
             raise InputError(f"the Ray engine needs at least one encoding actor, not {actors}")
+        # A Ray actor sees only the GPU it was given, as device 0: cuda:N means "a GPU" there.
+        if device is not None and device.startswith("cuda"):
+            device = "cuda"
         self.address, self.actors, self.device = address, actors, device
 
     def run(self, utterances: Sequence[Utterance], indices: range, parts: JobParts, sink: Sink, *,
@@ -91,7 +94,7 @@ class RayEngine:
 
     @property
     def gpu(self) -> bool:
-        return self.device is not None and self.device.startswith("cuda")
+        return self.device == "cuda"  # normalised in __init__
 
     def _produce(self, todo: list[Work], utterances: Sequence[Utterance], parts: JobParts, window_samples: int,
                  workers: int) -> Iterator:

@@ -77,9 +77,6 @@ class TokenizeParts:
                  device: str | None = None):
         self.load_args = tokenizer.load_args
         self.batch_seconds = tokenizer.batch_seconds  # a runtime choice the caller may have changed
-        # A Ray actor sees only the GPU it was given, as device 0: cuda:N means "a GPU" there.
-        if device is not None and device.startswith("cuda"):
-            device = "cuda"
         self.dedup, self.bpe, self.device = dedup, bpe, device
         self._tokenizer: TokenizerBase | None = tokenizer if device is None else None
 
