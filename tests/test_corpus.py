@@ -117,20 +117,39 @@ def test_shard_ranges_partition_the_corpus():
 
 
 def test_reservoir_keeps_a_uniform_sample():
-    # Each of 1000 rows should be kept with probability 100/1000; count over 400 seeds.
+    # Each of 1000 rows (13 utterances) should be kept with probability 100/1000; count over 400 seeds.
     counts = np.zeros(1000)
     for seed in range(400):
         r = Reservoir(100, seed)
-        for block in np.array_split(np.arange(1000, dtype=np.float32)[:, None], 13):
-            r.add(block)
+        for index, block in enumerate(np.array_split(np.arange(1000, dtype=np.float32)[:, None], 13)):
+            r.add(block, index)
         sample = r.sample()[:, 0].astype(int)
-        assert len(set(sample)) == 100
+        assert len(set(sample)) == 100 and r.seen == 1000
         counts[sample] += 1
     frequency = counts / 400
     assert abs(frequency.mean() - 0.1) < 1e-9
     # binomial(400, 0.1) per row: sd 0.015; early and late rows alike
     assert abs(frequency[:500].mean() - frequency[500:].mean()) < 0.01
     assert frequency.min() > 0.02 and frequency.max() < 0.2
+
+
+def test_reservoir_sample_does_not_depend_on_arrival_order():
+    # What engines that finish work in any order rely on: the same frames in the same order.
+    rng = np.random.default_rng(0)
+    utterances = [rng.standard_normal((int(n), 3)).astype(np.float32) for n in rng.integers(1, 400, 60)]
+    samples = []
+    for order in (range(60), rng.permutation(60), range(59, -1, -1)):
+        r = Reservoir(500, seed=7)
+        for index in order:
+            r.add(utterances[index], int(index))
+        samples.append(r.sample())
+    assert samples[0].shape == (500, 3)
+    for other in samples[1:]:
+        np.testing.assert_array_equal(samples[0], other)
+    # the bottom-k definition, computed another way: all keys at once, the 500 smallest, by key
+    keys = np.concatenate([np.random.default_rng((7, i)).random(len(u)) for i, u in enumerate(utterances)])
+    frames = np.concatenate(utterances)
+    np.testing.assert_array_equal(samples[0], frames[np.argsort(keys)[:500]])
 
 
 # --- tokenize ---------------------------------------------------------------------------------
@@ -461,3 +480,14 @@ def test_memory_does_not_grow_with_corpus_size(tmp_path, speech_waves, hubert_to
     rss_small = peak_rss_kib(*common, tmp_path / "small", "-o", tmp_path / "out_small")
     rss_large = peak_rss_kib(*common, tmp_path / "large", "-o", tmp_path / "out_large")
     assert rss_large <= 1.2 * rss_small, (rss_small, rss_large)
+
+
+def test_per_utterance_files_stay_inside_their_directory(tmp_path):
+    # ids of explicit absolute paths are absolute; decode / export npy once wrote beside the source audio
+    from speechtok.corpus.inputs import file_for_id
+
+    for uid in ["/data/spk1/utt1", "../../etc/x", "a/./b/../c", "", "plain"]:
+        path = file_for_id(tmp_path, uid, ".wav")
+        assert path.resolve().is_relative_to(tmp_path.resolve()) and path.name.endswith(".wav"), uid
+    assert file_for_id(tmp_path, "/data/spk1/utt1", ".wav") == tmp_path / "data" / "spk1" / "utt1.wav"
+    assert file_for_id(tmp_path, "spk1/utt1", ".L9.npy") == tmp_path / "spk1" / "utt1.L9.npy"

@@ -180,3 +180,107 @@ def test_actor_pools_fit_the_cluster():
     for resources, actors, gpu in [({"CPU": 2.0}, 3, False), ({"CPU": 16.0, "GPU": 1.0}, 2, True), ({"CPU": 16.0}, None, True)]:
         with pytest.raises(InputError):
             pool_sizes(resources, 10, actors, gpu)
+
+
+# --- the other corpus commands on Ray: the same output as the local engine ------------------------
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory, speech_waves):
+    """24 short files and the 5 broken kinds, listed interleaved."""
+    root = tmp_path_factory.mktemp("ray_small")
+    good = write_corpus(root / "audio", speech_waves, 24, seed=3)
+    write_broken(root / "broken")
+    listing = root / "files.txt"
+    listing.write_text("".join(f"{p}\n" for p in [*good[:10], *sorted((root / "broken").glob("*")), *good[10:]]))
+    return listing, good
+
+
+def run(*args):
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+def test_extract_on_ray_writes_what_local_writes(ray_cluster, small_corpus, model_dir, tmp_path):
+    listing, _ = small_corpus
+    model = model_dir("wavlm-layer-stable")  # normalises its input: the read actors must too
+    outs = {}
+    for engine in ("local", "ray"):
+        outs[engine] = tmp_path / engine
+        result = run("extract", listing, "-e", model, "--layers", "1,2", "-o", outs[engine], "--shard-size", "6",
+                     "--batch-seconds", "4", "--engine", engine, "-q")
+        assert result.exit_code == 1, result.output  # the broken files
+    names = sorted(p.name for p in (outs["local"] / "data").iterdir())
+    assert len(names) == 5
+    assert sorted(p.name for p in (outs["ray"] / "data").iterdir()) == names
+    for name in names:
+        assert (outs["ray"] / "data" / name).read_bytes() == (outs["local"] / "data" / name).read_bytes(), name
+    assert (outs["ray"] / "errors.jsonl").read_text() == (outs["local"] / "errors.jsonl").read_text()
+    assert pq.read_table(outs["ray"] / "data").num_rows == 24
+    # features, not just equal files: a row is what the encoder gives that file alone
+    from speechtok import SSLEncoder
+
+    row = pq.read_table(outs["ray"] / "data").to_pylist()[0]
+    alone = SSLEncoder.from_pretrained(str(model), [1, 2]).encode(row["path"])
+    torch.testing.assert_close(torch.tensor(row["L2"]), alone["L2"], rtol=1e-5, atol=1e-5)
+    refused = run("extract", listing, "-e", model, "--layers", "1", "-o", tmp_path / "fs", "--format", "fairseq",
+                  "--engine", "ray")
+    assert refused.exit_code == 2 and "--engine local" in refused.output
+
+
+def test_fit_kmeans_on_ray_fits_what_local_fits(ray_cluster, small_corpus, monkeypatch, tmp_path):
+    from speechtok.corpus import sinks
+
+    listing, _ = small_corpus
+    monkeypatch.setattr(sinks, "FRAME_WORK_SIZE", 4)  # 8 works, finished on Ray in any order
+    models = {}
+    for engine in ("local", "ray"):
+        result = run("fit-kmeans", listing, "-e", "mfcc", "-k", "12", "--max-frames", "900", "-o", tmp_path / engine,
+                     "--engine", engine)
+        assert result.exit_code == 1, result.output  # the broken files are listed
+        assert "900 of" in result.output
+        models[engine] = Tokenizer.from_pretrained(tmp_path / engine).quantizers["mfcc"]
+    torch.testing.assert_close(torch.as_tensor(models["ray"].centroids), torch.as_tensor(models["local"].centroids),
+                               rtol=0, atol=0)
+
+
+def test_hubert_labels_on_ray_label_as_local_does(ray_cluster, small_corpus, tmp_path):
+    listing, good = small_corpus
+    valid = tmp_path / "valid.txt"
+    valid.write_text("".join(f"{p}\n" for p in good[:6]))
+    train = tmp_path / "train.txt"
+    train.write_text("".join(f"{p}\n" for p in good[6:]))
+    for engine in ("local", "ray"):
+        result = run("hubert-labels", "--train", train, "--valid", valid, "-e", "mfcc", "-k", "10",
+                     "--max-frames", "2000", "-o", tmp_path / engine, "--engine", engine, "-q")
+        assert result.exit_code in (0, 1), result.output  # 1: label lengths differ from short audio
+    for name in ("train.km", "valid.km", "dict.km.txt"):
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text(), name
+    assert len((tmp_path / "ray" / "train.km").read_text().splitlines()) == 18
+
+
+def test_decode_on_ray_writes_what_local_writes(ray_cluster, small_corpus, tmp_path):
+    from .test_codecs import _tiny
+
+    listing, _ = small_corpus
+    _tiny("dac").eval().save_pretrained(tmp_path / "dac")
+    units = tmp_path / "units"
+    result = run("tokenize", listing, "-t", tmp_path / "dac", "--n-quantizers", "2", "-o", units, "--shard-size", "7",
+                 "-q")
+    assert result.exit_code == 1, result.output
+    wavs = {}
+    for engine in ("local", "ray"):
+        wavs[engine] = tmp_path / f"wavs-{engine}"
+        result = run("decode", units, "-o", wavs[engine], "--engine", engine, "--batch-seconds", "3")
+        assert result.exit_code == 0, result.output
+        assert "wrote 24 files" in result.output
+    names = sorted(p.relative_to(wavs["local"]) for p in wavs["local"].rglob("*.wav"))
+    assert len(names) == 24
+    assert sorted(p.relative_to(wavs["ray"]) for p in wavs["ray"].rglob("*.wav")) == names
+    import soundfile as sf
+
+    for name in names:  # the samples (a float WAV's PEAK chunk holds the time it was written)
+        ray_audio, rate = sf.read(wavs["ray"] / name, dtype="float32")
+        local_audio, local_rate = sf.read(wavs["local"] / name, dtype="float32")
+        assert rate == local_rate == 16000 and ray_audio.tobytes() == local_audio.tobytes(), name
+    assert not list(wavs["ray"].rglob("*.tmp"))
+    again = run("decode", units, "-o", wavs["ray"], "--engine", "ray")  # resumed: everything is there
+    assert again.exit_code == 0 and "24 already there" in again.output, again.output

@@ -8,8 +8,9 @@ readable but cannot be a recording (a peak of 1e30, a rate of 1 Hz) is refused.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 import soundfile as sf
@@ -39,6 +40,22 @@ class AudioError(InputError):
 
     def __reduce__(self):  # picklable across processes (thread / Ray workers)
         return (AudioError, (self.source, self.reason))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a front end reads audio, without the front end: `load_audio` at `sample_rate` with at
+    least `min_samples`, then `prepare` (a module-level function, so this pickles by name). A
+    process that only reads (a Ray read actor) builds this, not the model."""
+
+    sample_rate: int
+    min_samples: int = 1
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def __call__(self, source: AudioSource, sample_rate: int | None = None, start: float | None = None,
+                 duration: float | None = None) -> np.ndarray:
+        wave = load_audio(source, self.sample_rate, sample_rate, self.min_samples, start=start, duration=duration)
+        return wave if self.prepare is None else self.prepare(wave)
 
 
 def describe(source: AudioSource) -> str:

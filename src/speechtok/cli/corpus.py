@@ -7,7 +7,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from ..errors import EXIT_FILES_FAILED
+from ..errors import EXIT_FILES_FAILED, InputError
 from .common import (
     ACTORS,
     BANDWIDTH,
@@ -135,20 +135,25 @@ def fit_kmeans(
     dtype: Optional[str] = DTYPE,
     workers: int = WORKERS,
     strict: bool = STRICT,
+    engine: str = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    actors: Optional[int] = ACTORS,
     quiet: bool = QUIET,
 ):
     """Fit k-means on an encoder's features of a corpus and write a tokenizer directory.
 
-    Frames are sampled while the audio streams through, so memory is bounded by --max-frames, not by the corpus size. Bad files are skipped and listed (unless --strict)."""
+    Frames are sampled while the audio streams through, so memory is bounded by --max-frames, not by the corpus size. Bad files are skipped and listed (unless --strict). With --engine ray, the Ray workers encode (on --device) and this process samples and fits; the sample, so the k-means, is the same with either engine."""
     from ..corpus.fit import fit_kmeans_corpus
     from .common import err
 
+    job_engine = make_engine(engine, ray_address, actors, device)
     utterances = collect_inputs(inputs)
-    enc = load_encoder(encoder, either("--layers", layers, "--layer", layer), device, dtype)
+    enc = load_encoder(encoder, either("--layers", layers, "--layer", layer), device if job_engine is None else "cpu",
+                       dtype)
     with JobProgress(err, enc.sample_rate, "features", quiet) as meter:
         tok, report = fit_kmeans_corpus(
             utterances, enc, k, out, percent=percent, max_frames=max_frames, iters=iters, seed=seed,
-            batch_seconds=batch_seconds, workers=workers, strict=strict,
+            batch_seconds=batch_seconds, workers=workers, strict=strict, engine=job_engine,
             on_start=meter.start, on_progress=meter.advance)
     if not quiet:
         for stream, km in tok.quantizers.items():
@@ -178,21 +183,30 @@ def extract(
     rank: int = RANK,
     nshard: int = NSHARD,
     shard_size: int = SHARD_SIZE,
+    engine: str = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    actors: Optional[int] = ACTORS,
     quiet: bool = QUIET,
 ):
-    """Extract continuous features (SSL layers or MFCC) of a corpus."""
+    """Extract continuous features (SSL layers or MFCC) of a corpus.
+
+    Parquet output is resumable like `tokenize` and can run on Ray (--engine ray; the workers build the encoder on --device, this process writes the shards). The fairseq layout is written by this process, in input order."""
     from ..corpus.extract import extract_corpus, extract_fairseq
     from ..corpus.inputs import split_name
     from .common import err
 
     if fmt not in ("parquet", "fairseq"):
         raise typer.BadParameter(f"--format must be parquet or fairseq, not {fmt!r}")
+    job_engine = make_engine(engine, ray_address, actors, device)
+    if job_engine is not None and fmt == "fairseq":
+        raise InputError("--format fairseq is written in input order by one process: use --engine local (with "
+                         "--rank/--nshard to split it), or --format parquet on Ray")
     utterances = collect_inputs(inputs)
-    enc = load_encoder(encoder, layers, device, dtype)
+    enc = load_encoder(encoder, layers, device if job_engine is None else "cpu", dtype)
     if fmt == "parquet":
         run_job("extract", enc.sample_rate, quiet, out, lambda start, advance: extract_corpus(
             utterances, enc, out, batch_seconds=batch_seconds, workers=workers, strict=strict, rank=rank,
-            nshard=nshard, shard_size=shard_size, on_start=start, on_progress=advance))
+            nshard=nshard, shard_size=shard_size, engine=job_engine, on_start=start, on_progress=advance))
         return
     with JobProgress(err, enc.sample_rate, "extract", quiet) as meter:
         written = extract_fairseq(utterances, enc, out, split or split_name(inputs) or "data",
@@ -229,20 +243,25 @@ def decode(
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Decode with this tokenizer (default: the one that made the tokens, from the manifest)."),
     batch_seconds: Optional[float] = BATCH_SECONDS,
     device: str = DEVICE,
+    engine: str = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    actors: Optional[int] = ACTORS,
     quiet: bool = QUIET,
 ):
     """Turn a tokenized corpus back into audio, with the tokenizer's decoder (a codec's, or the unit vocoder `import speechbrain` brings).
 
-    Resumable: files already written are kept, and each file appears only once complete."""
+    Resumable: files already written are kept, and each file appears only once complete. With --engine ray, actors decode a shard each and write its files (the corpus and OUT must be at the same paths on every node)."""
     from ..corpus.decode import decode_corpus, tokenizer_of
+    from ..runtime.device import batch_seconds as default_or
     from .common import err
 
     quiet_transformers()
-    tok = tokenizer_of(corpus, device) if tokenizer is None else load_tokenizer(tokenizer, None, device, None)
-    if batch_seconds is not None:
-        tok.batch_seconds = batch_seconds
+    job_engine = make_engine(engine, ray_address, actors, device)
+    here = device if job_engine is None else "cpu"  # with Ray, the workers decode
+    tok = tokenizer_of(corpus, here) if tokenizer is None else load_tokenizer(tokenizer, None, here, None)
+    tok.batch_seconds = default_or(batch_seconds, device)
     with JobProgress(err, tok.decode_sample_rate, "decode", quiet) as meter:
-        result = decode_corpus(corpus, out, tok, on_start=meter.start, on_progress=meter.advance)
+        result = decode_corpus(corpus, out, tok, engine=job_engine, on_start=meter.start, on_progress=meter.advance)
     if not quiet:
         hours = result.samples / tok.decode_sample_rate / 3600
         say(f"decode: wrote {result.written} files ({hours:.3f} h) to {out}"

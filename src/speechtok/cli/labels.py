@@ -13,10 +13,13 @@ from rich.table import Table
 
 from ..errors import EXIT_FILES_FAILED, InputError
 from .common import (
+    ACTORS,
     CORPUS,
     DEVICE,
+    ENGINE,
     LAYER_ALIAS,
     QUIET,
+    RAY_ADDRESS,
     WORKERS,
     boundary,
     collect_inputs,
@@ -24,6 +27,7 @@ from .common import (
     err,
     list_failures,
     load_encoder,
+    make_engine,
     say,
 )
 from .progress import JobProgress
@@ -43,6 +47,9 @@ def hubert_labels(
     seed: int = typer.Option(0, help="Seed of the sampling and of k-means++."),
     device: str = DEVICE,
     workers: int = WORKERS,
+    engine: str = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    actors: Optional[int] = ACTORS,
     quiet: bool = QUIET,
 ):
     """HuBERT training targets: fit ONE k-means on train, label every split with it, write fairseq's <split>.km + dict.km.txt, and check label counts against audio lengths.
@@ -54,13 +61,14 @@ def hubert_labels(
     chosen = either("--layers", layers, "--layer", layer)
     if encoder != "mfcc" and chosen is None:
         raise typer.BadParameter("--layers is needed for an SSL encoder")
+    job_engine = make_engine(engine, ray_address, actors, device)
     names = name_splits([train, *(valid or [])])
     splits = {name: collect_inputs([given]) for name, given in names.items()}
     manifests = {name: Path(given) if given.endswith(".tsv") else None for name, given in names.items()}
-    enc = load_encoder(encoder, chosen, device, None)
+    enc = load_encoder(encoder, chosen, device if job_engine is None else "cpu", None)
     try:
         report = run_labels(splits, enc, k, out, fit_split=next(iter(splits)), tsv=manifests, percent=percent,
-                            max_frames=max_frames, seed=seed, workers=workers,
+                            max_frames=max_frames, seed=seed, workers=workers, engine=job_engine,
                             stage=lambda label, rate: JobProgress(err, rate, label, quiet))
     except LabelsFailed as error:
         say(str(error), label="error:")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..audio import AudioSource, load_audio
+from ..audio import AudioSource, Reading
 from ..errors import InputError
 from ..hub import local_or_hub, model_load_error, offline
 from ..readers import reader
@@ -86,7 +86,12 @@ class CodecModel:
     def load(self, source: AudioSource, sample_rate: int | None = None, start: float | None = None,
              duration: float | None = None) -> np.ndarray:
         """Mono float32 at the codec's rate, at least one frame (hop) long (the audio front end)."""
-        return load_audio(source, self.sample_rate, sample_rate, self.hop, start=start, duration=duration)
+        return self.reading(source, sample_rate, start=start, duration=duration)
+
+    @property
+    def reading(self) -> Reading:
+        """How the codec reads audio, without the model (picklable)."""
+        return Reading(self.sample_rate, self.hop)
 
     # --- what a batch of windows goes through -------------------------------------------------
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InputError, UnknownNameError
 from ..units import TEXT_STYLES, ids_to_text
+from .inputs import file_for_id
 from .manifest import TokenizedCorpus
 from .sinks import atomic_write_text
 
@@ -73,8 +74,7 @@ def export(out: str | os.PathLike, fmt: str, dest: str | os.PathLike, split: str
     else:
         for row, utterance in enumerate(ids):
             for s in streams:
-                name = f"{utterance}.npy" if len(streams) == 1 else f"{utterance}.{s}.npy"
-                path = dest / name
+                path = file_for_id(dest, utterance, ".npy" if len(streams) == 1 else f".{s}.npy")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(path, np.asarray(codes[s][row], dtype=np.int64))
                 written.append(path)

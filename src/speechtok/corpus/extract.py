@@ -18,11 +18,12 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..encoders import Encoder
+from ..encoders import Encoder, encoder_from_dict
+from ..errors import InputError
 from ..runtime.device import batch_seconds as default_or
 from .inputs import Utterance, shard_range
 from .reader import AudioReader
-from .runner import JobResult, run_corpus, window_samples
+from .runner import Engine, JobResult, LocalEngine, window_samples
 from .sinks import DEFAULT_SHARD_SIZE, FairseqArrays, ParquetShards, job_signature
 
 
@@ -39,6 +40,46 @@ class FeaturesStage:
         return [{s: np.concatenate([c[s] for c in chunks]) for s in self.encoder.streams} for chunks in per_wave]
 
 
+class FeaturesParts:
+    """The reader and stage of the jobs that encode features (`extract`, the sampling pass of
+    `fit-kmeans` / `hubert-labels`): a `runner.JobParts`. In the process that made it they come from
+    the encoder given; pickled, it keeps the encoder's description (`to_dict`, layers, dtype), and a
+    worker builds the encoder from it once, on `device`. Reading needs only `encoder.reading`."""
+
+    def __init__(self, encoder: Encoder, batch_seconds: float, device: str | None = None):
+        self.config, self.layers = encoder.to_dict(), list(getattr(encoder, "layers", ()))
+        self.dtype = getattr(encoder, "dtype", None)
+        self.reading, self.batch_seconds, self.device = encoder.reading, batch_seconds, device
+        self._encoder: Encoder | None = encoder if device is None else None
+
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            options = {"device": self.device, **({"dtype": self.dtype} if self.dtype is not None else {})}
+            self._encoder = encoder_from_dict(self.config, self.layers, **options)
+        return self._encoder
+
+    def reader(self) -> AudioReader:
+        return AudioReader(self.reading)
+
+    def stage(self) -> FeaturesStage:
+        return FeaturesStage(self.encoder(), self.batch_seconds)
+
+    def __getstate__(self) -> dict:
+        if self.config.get("type") == "ssl" and not self.config.get("model"):  # refused before any work
+            raise InputError("this encoder wraps a model that cannot be loaded in another process: save it with "
+                             "save_pretrained and load it by its directory")
+        return {**self.__dict__, "_encoder": None}  # the model is loaded again, never sent
+
+
+def features_job(encoder: Encoder, batch_seconds: float | None, engine: Engine | None) -> tuple[Engine, FeaturesParts, int]:
+    """(engine, parts, window samples) of a job encoding features. The batch default is that of
+    the device that encodes (a Ray engine's, not that of the driver's copy); it decides the
+    windows, so every engine cuts the same ones."""
+    engine = engine or LocalEngine()
+    batch = default_or(batch_seconds, engine.device or encoder.device)
+    return engine, FeaturesParts(encoder, batch, engine.device), window_samples(batch, encoder.sample_rate)
+
+
 def extract_corpus(
     utterances: Sequence[Utterance],
     encoder: Encoder,
@@ -50,10 +91,13 @@ def extract_corpus(
     rank: int = 0,
     nshard: int = 1,
     shard_size: int = DEFAULT_SHARD_SIZE,
+    engine: Engine | None = None,
     on_start=None,
     on_progress=None,
 ) -> JobResult:
-    stage = FeaturesStage(encoder, batch_seconds)
+    """Features of `utterances` into Parquet shards under `out` (resumable, like `tokenize`);
+    `engine` as in `tokenize.tokenize_corpus`."""
+    engine, parts, window = features_job(encoder, batch_seconds, engine)
     dim = encoder.feature_dim
     fields = [pa.field(s, pa.list_(pa.list_(pa.float32(), dim))) for s in encoder.streams]
     signature = {"command": "extract", "encoder": encoder.to_dict(), "streams": list(encoder.streams),
@@ -62,9 +106,8 @@ def extract_corpus(
                          nshard=nshard, shard_size=shard_size,
                          metadata={"encoder": encoder.to_dict(), "frame_rate": encoder.frame_rate,
                                    "sample_rate": encoder.sample_rate, "dims": {s: dim for s in encoder.streams}})
-    return run_corpus(utterances, shard_range(len(utterances), rank, nshard), AudioReader(encoder.load), stage, sink,
-                      window_samples=window_samples(stage.batch_seconds, encoder.sample_rate), workers=workers,
-                      strict=strict, on_start=on_start, on_progress=on_progress)
+    return engine.run(utterances, shard_range(len(utterances), rank, nshard), parts, sink, window_samples=window,
+                      workers=workers, strict=strict, on_start=on_start, on_progress=on_progress)
 
 
 def extract_fairseq(
@@ -80,10 +123,10 @@ def extract_fairseq(
     on_start=None,
     on_progress=None,
 ) -> dict[str, Path]:
-    """Write `{out}/{stream}/{split}_{rank}_{nshard}.npy` + `.len`; returns the .npy paths."""
-    stage = FeaturesStage(encoder, batch_seconds)
+    """Write `{out}/{stream}/{split}_{rank}_{nshard}.npy` + `.len`; returns the .npy paths. Runs in
+    this process: the files are one stream of frames in input order, written as they come."""
+    engine, parts, window = features_job(encoder, batch_seconds, None)
     sink = FairseqArrays(out, split, {s: encoder.feature_dim for s in encoder.streams}, rank, nshard)
-    run_corpus(utterances, shard_range(len(utterances), rank, nshard), AudioReader(encoder.load), stage, sink,
-               window_samples=window_samples(stage.batch_seconds, encoder.sample_rate), workers=workers,
-               on_start=on_start, on_progress=on_progress)
+    engine.run(utterances, shard_range(len(utterances), rank, nshard), parts, sink, window_samples=window,
+               workers=workers, on_start=on_start, on_progress=on_progress)
     return dict(sink.final)

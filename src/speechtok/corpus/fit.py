@@ -20,11 +20,10 @@ from ..errors import InputError
 from ..quantizers import KMeans
 from ..quantizers.kmeans import DEFAULT_ITERS
 from ..tokenizer import Tokenizer
-from .extract import FeaturesStage
+from .extract import features_job
 from .inputs import Utterance
 from .lock import hold
-from .reader import AudioReader
-from .runner import run_corpus, window_samples
+from .runner import Engine
 from .sinks import FrameReservoirs
 
 DEFAULT_MAX_FRAMES = 500_000  # per stream: 1.5 GiB at 768 dims
@@ -64,17 +63,19 @@ def fit_kmeans_corpus(
     batch_seconds: float | None = None,
     workers: int = 4,
     strict: bool = False,
+    engine: Engine | None = None,
     on_start=None,
     on_progress=None,
 ) -> tuple[Tokenizer, FitReport]:
     """Fit one k-means per encoder stream on frames sampled from `utterances`; save and return
-    the tokenizer (written last, so an interrupted fit leaves no half tokenizer)."""
+    the tokenizer (written last, so an interrupted fit leaves no half tokenizer). `engine` runs
+    the sampling pass (default: this process); the fit runs here, on the encoder's device. The
+    sample, so the tokenizer, is the same with every engine."""
     with hold(out):  # one job writes the tokenizer directory at a time
         chosen = pick_utterances(utterances, percent, seed)
-        stage = FeaturesStage(encoder, batch_seconds)
+        engine, parts, window = features_job(encoder, batch_seconds, engine)
         sink = FrameReservoirs(encoder.streams, max_frames, seed)
-        result = run_corpus(chosen, range(len(chosen)), AudioReader(encoder.load), stage, sink,
-                            window_samples=window_samples(stage.batch_seconds, encoder.sample_rate), workers=workers,
+        result = engine.run(chosen, range(len(chosen)), parts, sink, window_samples=window, workers=workers,
                             strict=strict, on_start=on_start, on_progress=on_progress)
         report = FitReport(files=result.ok, samples=result.samples,
                            failed=[(Utterance(e["id"], e["path"], e["start"], e["duration"]).describe(),
@@ -89,6 +90,6 @@ def fit_kmeans_corpus(
             model = KMeans.fit(frames, k, iters=iters, seed=seed, device=encoder.device)
             model.info.update({"frames_seen": reservoir.seen, "files": report.files, "percent": percent})
             quantizers[stream] = model
-        tokenizer = Tokenizer(encoder, quantizers, batch_seconds=stage.batch_seconds)
+        tokenizer = Tokenizer(encoder, quantizers, batch_seconds=parts.batch_seconds)
         tokenizer.save_pretrained(out)
         return tokenizer, report

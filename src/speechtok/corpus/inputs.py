@@ -12,7 +12,7 @@ import glob
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
 from ..errors import InputError, NotFoundError
@@ -36,6 +36,14 @@ class Utterance:
             return self.path
         end = "end" if self.duration is None else f"{(self.start or 0) + self.duration:g}s"
         return f"{self.path} [{self.start or 0:g}s-{end}]"
+
+
+def file_for_id(directory: Path, uid: str, suffix: str) -> Path:
+    """Where a per-utterance output file of `uid` goes: always inside `directory`. Ids of explicit
+    absolute paths are absolute paths (`/data/a/b`); they, and ids with `..`, are made relative
+    (`data/a/b`), so an output never lands beside, or over, the source audio."""
+    parts = [p for p in PurePosixPath(uid).parts if p not in ("/", "..", ".")] or ["_"]
+    return directory.joinpath(*parts[:-1], parts[-1] + suffix)
 
 
 def _strip_ext(path: str) -> str:

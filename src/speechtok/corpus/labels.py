@@ -27,12 +27,14 @@ from typing import Callable, Sequence
 
 from ..encoders import Encoder
 from ..errors import FilesFailed, InputError
-from ..tokenizer import Tokenizer
+from ..runtime.device import batch_seconds as default_or
+from ..tokenizer import TokenizerBase, load
 from .export import export
 from .fit import fit_kmeans_corpus
 from .inputs import Utterance
 from .lock import hold
 from .manifest import TokenizedCorpus
+from .runner import Engine
 from .sinks import atomic_write_text, utterance_digest
 from .tokenize import tokenize_corpus
 
@@ -118,7 +120,7 @@ def _fit_signature(utterances: Sequence[Utterance], encoder: Encoder, k: int, **
             "utterances": len(utterances), "inputs": utterance_digest(utterances), **options}
 
 
-def _fitted_tokenizer(out: Path, signature: dict, device) -> Tokenizer | None:
+def _fitted_tokenizer(out: Path, signature: dict, device) -> TokenizerBase | None:
     """The tokenizer an earlier run fitted, if it was fitted on the same inputs the same way."""
     record = out / FIT_RECORD
     if not record.exists():
@@ -128,7 +130,8 @@ def _fitted_tokenizer(out: Path, signature: dict, device) -> Tokenizer | None:
         differ = sorted(k for k in set(earlier) | set(signature) if earlier.get(k) != signature.get(k))
         raise InputError(f"{out} holds labels of a k-means fitted differently ({', '.join(differ)} differ); "
                          "use a new output directory")
-    return Tokenizer.from_pretrained(out / "tokenizer", device=str(device))
+    # loaded by `load`, so an engine's workers can load it again (`load_args`)
+    return load(out / "tokenizer", device=str(device))
 
 
 def hubert_labels(
@@ -144,20 +147,23 @@ def hubert_labels(
     iters: int = 25,
     seed: int = 0,
     workers: int = 4,
+    engine: Engine | None = None,
     stage: Callable[[str, int], object] | None = None,
 ) -> LabelsReport:
     """Fit on `splits[fit_split]`, label every split, export and check. `stage(label, sample_rate)`
-    gives a progress context (with `start` / `advance`) per step, or None."""
+    gives a progress context (with `start` / `advance`) per step, or None. `engine` runs the
+    sampling pass and the labelling (default: this process)."""
     out = Path(out)
     if len(encoder.streams) != 1:
         raise InputError(f"HuBERT labels come from one stream; the encoder gives {', '.join(encoder.streams)}")
     if fit_split not in splits:
         raise InputError(f"no {fit_split} split to fit the k-means on")
     with hold(out):  # the label files are written by one job at a time
-        return _label(splits, encoder, k, out, fit_split, tsv, percent, max_frames, iters, seed, workers, stage)
+        return _label(splits, encoder, k, out, fit_split, tsv, percent, max_frames, iters, seed, workers, engine, stage)
 
 
-def _label(splits, encoder, k, out: Path, fit_split, tsv, percent, max_frames, iters, seed, workers, stage) -> LabelsReport:
+def _label(splits, encoder, k, out: Path, fit_split, tsv, percent, max_frames, iters, seed, workers, engine,
+           stage) -> LabelsReport:
 
     def progress(label):
         return stage(label, encoder.sample_rate) if stage else nullcontext()
@@ -169,16 +175,19 @@ def _label(splits, encoder, k, out: Path, fit_split, tsv, percent, max_frames, i
     refitted = tok is None
     if tok is None:
         with progress(f"fit k-means on {fit_split}") as meter:
-            tok, _ = fit_kmeans_corpus(splits[fit_split], encoder, k, tok_dir, percent=percent, max_frames=max_frames,
-                                       iters=iters, seed=seed, workers=workers, strict=True,
-                                       on_start=getattr(meter, "start", None), on_progress=getattr(meter, "advance", None))
+            fit_kmeans_corpus(splits[fit_split], encoder, k, tok_dir, percent=percent, max_frames=max_frames,
+                              iters=iters, seed=seed, workers=workers, strict=True, engine=engine,
+                              on_start=getattr(meter, "start", None), on_progress=getattr(meter, "advance", None))
         atomic_write_text(out / FIT_RECORD, json.dumps(signature, indent=2) + "\n")
+        tok = _fitted_tokenizer(out, signature, encoder.device)
+    if engine is not None and engine.device is not None:
+        tok.batch_seconds = default_or(None, engine.device)  # batches (and windows) for the device that encodes
     rate = float(tok.frame_rate)
     files, checks = [], []
     for split, utterances in splits.items():
         units_dir = out / "units" / split
         with progress(f"label {split}") as meter:
-            result = tokenize_corpus(utterances, tok, units_dir, workers=workers, split=split,
+            result = tokenize_corpus(utterances, tok, units_dir, workers=workers, split=split, engine=engine,
                                      on_start=getattr(meter, "start", None), on_progress=getattr(meter, "advance", None))
         if result.errors:
             raise LabelsFailed(split, result.errors, units_dir)

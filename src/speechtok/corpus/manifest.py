@@ -191,17 +191,19 @@ class TokenizedCorpus:
         return {"streams": self.streams, "frame_rate": self.frame_rate, "vocab_sizes": self.vocab_sizes,
                 "sample_rate": self.sample_rate}
 
-    def iter_units(self) -> Iterator[tuple[str, Units]]:
-        """(id, Units) of every utterance, shard by shard (memory: one shard). Deduplicated
-        corpora give Units with durations (one stream only: streams were deduplicated apart)."""
+    def iter_units(self, shards: Sequence[Path] | None = None) -> Iterator[tuple[str, Units]]:
+        """(id, Units) of every utterance (of `shards`, default all), shard by shard (memory: one
+        shard). Deduplicated corpora give Units with durations (one stream only: streams were
+        deduplicated apart)."""
         if self.dedup and len(self.streams) > 1:
             raise InputError(f"{self.directory} was tokenized with --dedup over several streams, each deduplicated "
                              "on its own; such rows do not make one Units (select a stream with sequences())")
-        return self._units(["id", "num_samples", *self.streams] + ([f"{self.streams[0]}_durations"] if self.dedup else []))
+        columns = ["id", "num_samples", *self.streams] + ([f"{self.streams[0]}_durations"] if self.dedup else [])
+        return self._units(columns, self.shard_files if shards is None else shards)
 
-    def _units(self, columns: list[str]) -> Iterator[tuple[str, Units]]:
+    def _units(self, columns: list[str], shards: Sequence[Path]) -> Iterator[tuple[str, Units]]:
         meta = self.row_meta()
-        for path in self.shard_files:
+        for path in shards:
             for row in self._read(path, columns).to_pylist():
                 yield row["id"], Units.from_row(row, **meta)
 

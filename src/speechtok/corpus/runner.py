@@ -177,9 +177,22 @@ def run_corpus(
     return drive(indices, sink, produce, strict=strict, on_start=on_start, on_progress=on_progress)
 
 
+class Done(Protocol):
+    """What a work given to `Engine.map` returns."""
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(files, samples) it did."""
+
+
 class Engine(Protocol):
-    """Where a corpus job runs: `run` takes `run_corpus`'s arguments with the reader and stage as
-    `JobParts`. `device`: where the engine has the stages built (None: where the job's model is)."""
+    """Where a corpus job runs. `run` takes `run_corpus`'s arguments with the reader and stage as
+    `JobParts`. `map` runs jobs whose works are not audio inputs (e.g. decoding the shards of a
+    tokenized corpus): `work = build()` once per process that does works (picklable, like
+    `JobParts`), then `work(item, progress)` per item, results in any order; `progress(files,
+    samples)` is `on_progress` where works run in this process, None elsewhere (the engine then
+    reports each result's `progress`). `device`: where the engine builds what it runs (None: where
+    the job's model is)."""
 
     device: str | None
 
@@ -187,6 +200,9 @@ class Engine(Protocol):
             window_samples: int, workers: int = 4, strict: bool = False,
             on_start: Callable[[int, int], None] | None = None,
             on_progress: Callable[[int, int], None] | None = None) -> JobResult: ...
+
+    def map(self, items: Sequence[str], build: Callable[[], Callable], *,
+            on_progress: Callable[[int, int], None] | None = None) -> Iterator[Done]: ...
 
 
 class LocalEngine:
@@ -196,6 +212,12 @@ class LocalEngine:
 
     def run(self, utterances: Sequence[Utterance], indices: range, parts: JobParts, sink: Sink, **options) -> JobResult:
         return run_corpus(utterances, indices, parts.reader(), parts.stage(), sink, **options)
+
+    def map(self, items: Sequence[str], build: Callable[[], Callable], *,
+            on_progress: Callable[[int, int], None] | None = None) -> Iterator[Done]:
+        work = build()
+        for item in items:
+            yield work(item, on_progress)
 
 
 def _deliver(window: list[Loaded], rows_of, sink: Sink, strict: bool, result: JobResult, on_progress) -> None:

@@ -335,64 +335,93 @@ class FairseqArrays:
 
 
 class Reservoir:
-    """A uniform sample of at most `capacity` rows from a stream of row blocks (Vitter's
-    algorithm R, a block at a time)."""
+    """A uniform sample of at most `capacity` frames that does not depend on the order utterances
+    arrive in (so engines that finish work in any order, and any batching, sample the same frames):
+    every frame gets a random key from (seed, its utterance's index, its position), and the sample
+    is the `capacity` frames with the smallest keys (a bottom-k sample), ordered by key.
+
+    Memory: a buffer of `capacity` plus 1/8 rows. Once full it is cut back to the `capacity`
+    smallest keys in place (only the kept rows beyond `capacity` move), and a frame whose key is
+    above the largest kept one is never stored."""
+
+    SLACK = 8  # the buffer holds capacity + capacity / SLACK rows between cuts
 
     def __init__(self, capacity: int, seed: int = 0):
-        self.capacity = capacity
+        self.capacity, self.seed = capacity, seed
         self.seen = 0
-        self.rng = np.random.default_rng(seed)
         self.rows: np.ndarray | None = None
+        self.keys = np.empty(capacity + max(1, capacity // self.SLACK), dtype=np.float64)
         self.filled = 0
+        self.threshold = np.inf  # keys at or above it can no longer be in the sample
 
-    def add(self, block: np.ndarray) -> None:
-        if self.rows is None:
-            self.rows = np.empty((self.capacity, block.shape[1]), dtype=np.float32)
-        room = min(self.capacity - self.filled, len(block))
-        if room > 0:
-            self.rows[self.filled : self.filled + room] = block[:room]
-            self.filled += room
-        rest = block[room:]
-        if len(rest):
-            # row number i (0-based, counting all rows seen) replaces a random slot with
-            # probability capacity / (i + 1); numpy applies repeated slots in order, as the
-            # one-row-at-a-time algorithm would.
-            positions = self.seen + room + np.arange(len(rest))
-            slots = (self.rng.random(len(rest)) * (positions + 1)).astype(np.int64)
-            keep = slots < self.capacity
-            self.rows[slots[keep]] = rest[keep]
+    def add(self, block: np.ndarray, index: int) -> None:
+        """The frames of the utterance at `index` (its position in the job's input list)."""
+        keys = np.random.default_rng((self.seed, index)).random(len(block))
         self.seen += len(block)
+        wanted = np.flatnonzero(keys < self.threshold)
+        if self.rows is None and len(block):
+            self.rows = np.empty((len(self.keys), block.shape[1]), dtype=np.float32)
+        while len(wanted):
+            room = min(len(self.keys) - self.filled, len(wanted))
+            take, wanted = wanted[:room], wanted[room:]
+            self.rows[self.filled : self.filled + room] = block[take]
+            self.keys[self.filled : self.filled + room] = keys[take]
+            self.filled += room
+            if self.filled == len(self.keys):
+                self._cut()
+                wanted = wanted[keys[wanted] < self.threshold]
+
+    def _cut(self) -> None:
+        """Keep the `capacity` smallest keys in the first `capacity` slots."""
+        if self.filled <= self.capacity:
+            return
+        kept = np.zeros(self.filled, dtype=bool)
+        kept[np.argpartition(self.keys[: self.filled], self.capacity - 1)[: self.capacity]] = True
+        holes = np.flatnonzero(~kept[: self.capacity])
+        movers = self.capacity + np.flatnonzero(kept[self.capacity :])
+        self.rows[holes], self.keys[holes] = self.rows[movers], self.keys[movers]
+        self.filled = self.capacity
+        self.threshold = float(self.keys[: self.capacity].max())
 
     def sample(self) -> np.ndarray:
-        return np.zeros((0, 0), np.float32) if self.rows is None else self.rows[: self.filled]
+        if self.rows is None:
+            return np.zeros((0, 0), np.float32)
+        self._cut()
+        return self.rows[np.argsort(self.keys[: self.filled], kind="stable")]
+
+
+FRAME_WORK_SIZE = 256  # inputs per work of a sampling pass (the Ray engine holds a work's features until done)
 
 
 class FrameReservoirs:
-    """A `Reservoir` of frames per stream, filled in input order (so the sample does not depend on
-    batching); failed inputs are listed in `errors`."""
+    """A `Reservoir` of frames per stream; failed inputs are listed in `errors`. The sample does not
+    depend on batching or on the order works finish; works are `work_size` inputs (with the Ray
+    engine, the driver holds the features of a work until it is complete)."""
 
     needs_every_input = False
 
     out = None  # nothing is written while sampling (the tokenizer is written after the fit)
     lock_name = LOCK_FILE
 
-    def __init__(self, streams: Sequence[str], capacity: int, seed: int = 0):
+    def __init__(self, streams: Sequence[str], capacity: int, seed: int = 0, work_size: int | None = None):
         self.reservoirs = {s: Reservoir(capacity, seed + i) for i, s in enumerate(streams)}
-        self.errors: list[dict] = []
+        self.work_size = work_size or FRAME_WORK_SIZE
+        self.errors: list[tuple[int, dict]] = []
 
     def pending(self, indices: range, result: JobResult) -> list[Work]:
-        return [Work("frames", indices)]
+        return [Work(f"frames-{n:06d}", indices[i : i + self.work_size])
+                for n, i in enumerate(range(0, len(indices), self.work_size))]
 
     def begin(self, work: Work) -> None:
         pass
 
     def failed(self, items: list[Loaded]) -> None:
-        self.errors += [error_record(item) for item in items]
+        self.errors += [(item.index, error_record(item)) for item in items]
 
     def write(self, items: list[Loaded], rows: list[dict]) -> None:
-        for row in rows:
+        for item, row in zip(items, rows):
             for stream, block in row.items():
-                self.reservoirs[stream].add(block)
+                self.reservoirs[stream].add(block, item.index)
 
     def commit(self, work: Work) -> None:
         pass
@@ -401,4 +430,4 @@ class FrameReservoirs:
         pass
 
     def finish(self, result: JobResult) -> None:
-        result.errors = list(self.errors)
+        result.errors = [record for _, record in sorted(self.errors, key=lambda e: e[0])]

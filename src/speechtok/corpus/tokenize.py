@@ -76,6 +76,7 @@ class TokenizeParts:
     def __init__(self, tokenizer: TokenizerBase, dedup: bool = False, bpe: UnitBPE | None = None,
                  device: str | None = None):
         self.load_args = tokenizer.load_args
+        self.reading = tokenizer.reading
         self.batch_seconds = tokenizer.batch_seconds  # a runtime choice the caller may have changed
         self.dedup, self.bpe, self.device = dedup, bpe, device
         self._tokenizer: TokenizerBase | None = tokenizer if device is None else None
@@ -87,12 +88,7 @@ class TokenizeParts:
         return self._tokenizer
 
     def reader(self) -> AudioReader:
-        if self.device is None:  # in the caller's process: the tokenizer it already loaded
-            return AudioReader(self.tokenizer().read)
-        # On a worker, reading needs only the front end's audio settings: built on the CPU, so a
-        # read actor (which has no GPU) never touches one.
-        reading = self.load_args.load(device="cpu")
-        return AudioReader(reading.read)
+        return AudioReader(self.reading)  # the front end's audio settings only: no model, no GPU
 
     def stage(self) -> UnitsStage:
         return UnitsStage(self.tokenizer(), self.dedup, self.bpe)

@@ -8,7 +8,7 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 import torch
 
-from ..audio import AudioSource, load_audio
+from ..audio import AudioSource, Reading
 from ..runtime import windows
 from ..runtime.device import batch_seconds as default_or
 
@@ -44,9 +44,11 @@ class Encoder(ABC):
     def config(self) -> dict:  # the name before `to_dict`
         return self.to_dict()
 
-    def prepare(self, wave: np.ndarray) -> np.ndarray:
-        """Whole-utterance processing before chunking (e.g. waveform normalisation)."""
-        return wave
+    @property
+    def reading(self) -> Reading:
+        """How this encoder reads audio (subclasses add whole-utterance processing, e.g. waveform
+        normalisation); picklable, without the model."""
+        return Reading(self.sample_rate, self.min_samples)
 
     def load(
         self,
@@ -56,9 +58,8 @@ class Encoder(ABC):
         duration: float | None = None,
     ) -> np.ndarray:
         """Read (the segment `start`, `duration` seconds of) `source`, downmix, resample and
-        validate it, then `prepare` it."""
-        wave = load_audio(source, self.sample_rate, sample_rate, self.min_samples, start=start, duration=duration)
-        return self.prepare(wave)
+        validate it, then prepare it as `reading` says."""
+        return self.reading(source, sample_rate, start=start, duration=duration)
 
     def map_batches(
         self,

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..audio import Reading
 from ..errors import InputError
 from ..hub import local_or_hub, model_load_error, offline
 from ..readers import reader
@@ -190,8 +191,9 @@ class SSLEncoder(Encoder):
             config["last_hidden_state"] = True
         return config
 
-    def prepare(self, wave: np.ndarray) -> np.ndarray:
-        return normalize_waveform(wave) if self.normalize else wave
+    @property
+    def reading(self) -> Reading:
+        return Reading(self.sample_rate, self.min_samples, normalize_waveform if self.normalize else None)
 
     @torch.inference_mode()
     def forward_batch(self, waves: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:

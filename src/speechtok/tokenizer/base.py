@@ -17,7 +17,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
-from ..audio import AudioSource
+from ..audio import AudioSource, Reading
 from ..errors import FormatError, NotFoundError
 from ..units import Units
 from ..version import __version__
@@ -33,6 +33,7 @@ class AudioFrontEnd(Protocol):
     sample_rate: int
     frame_rate: float  # frames of features (or codes) per second
     device: torch.device
+    reading: Reading  # how `load` reads, without the model (picklable: read actors build only this)
 
     def load(self, source: AudioSource, sample_rate: int | None = None, start: float | None = None,
              duration: float | None = None) -> np.ndarray:
@@ -59,6 +60,11 @@ class TokenizerBase:
         """The prepared wave `encode_waves` takes (reading and encoding can then happen in
         different places, e.g. CPU workers and a GPU). Raises AudioError naming a bad input."""
         return self.front_end.load(source, sample_rate, start=start, duration=duration)
+
+    @property
+    def reading(self) -> Reading:
+        """`read` without the tokenizer: picklable, model-free (what a process that only reads needs)."""
+        return self.front_end.reading
 
     @property
     def device(self) -> torch.device:
