@@ -373,6 +373,86 @@ def test_export_km_refuses_when_rows_are_missing(tmp_path, corpus, hubert_tokeni
     assert result.returncode == 2 and "would not line up" in result.stderr
 
 
+@pytest.fixture(scope="module")
+def mfcc_tokenizer(tmp_path_factory, speech_waves):
+    from speechtok import MFCCEncoder
+
+    encoder = MFCCEncoder()
+    frames = torch.cat([f["mfcc"] for f in encoder.encode_batch(speech_waves, sample_rate=SR)])
+    directory = tmp_path_factory.mktemp("mfcc_tok")
+    Tokenizer(encoder, {"mfcc": KMeans.fit(frames, 16, seed=0)}).save_pretrained(directory)
+    return directory
+
+
+def test_export_streams_shards_of_every_rank_in_input_order(tmp_path, corpus, mfcc_tokenizer):
+    # 2 ranks x 3 shards, finished in reverse rank order: the .km lines follow the listing.
+    from speechtok import load
+
+    _, good, _ = corpus
+    chosen = [good[i] for i in (40, 3, 17, 8, 29, 11, 0, 35, 22, 5, 14)]
+    listing = tmp_path / "valid.txt"
+    listing.write_text("".join(f"{p}\n" for p in chosen))
+    out = tmp_path / "out"
+    for rank in (1, 0):
+        result = cli("tokenize", listing, "-t", mfcc_tokenizer, "-o", out, "--rank", rank, "--nshard", 2,
+                     "--shard-size", 2, "-q")
+        assert result.returncode == 0, result.stderr
+    assert len(list((out / "data").glob("*.parquet"))) == 6
+    result = cli("export", out, "--format", "km", "-o", tmp_path / "km")
+    assert result.returncode == 0, result.stderr
+    tok = load(mfcc_tokenizer)
+    expected = [" ".join(map(str, tok.encode(p).codes[:, 0].tolist())) for p in chosen]  # each file alone
+    assert (tmp_path / "km" / "data.km").read_text().splitlines() == expected
+    assert not list((tmp_path / "km").glob("*.tmp"))
+    stats = json.loads(cli("eval", "stats", out, "--json").stdout)
+    assert stats["tokens"] == sum(len(line.split()) for line in expected)
+
+
+def test_ids_with_line_breaks_are_refused_by_text_exports_and_kept_by_jsonl(tmp_path, corpus, mfcc_tokenizer):
+    _, good, _ = corpus
+    manifest = tmp_path / "odd.jsonl"
+    ids = ["plain", "two\nlines", "tab\there"]
+    manifest.write_text("".join(json.dumps({"id": i, "path": str(p)}) + "\n" for i, p in zip(ids, good)))
+    out = tmp_path / "out"
+    assert cli("tokenize", manifest, "-t", mfcc_tokenizer, "-o", out, "-q").returncode == 0
+    result = cli("export", out, "--format", "txt", "-o", tmp_path / "txt")
+    assert result.returncode == 2 and "two\\nlines" in result.stderr and "jsonl" in result.stderr, result.stderr
+    assert not (tmp_path / "txt" / "data.txt").exists() and not list((tmp_path / "txt").glob("*.tmp"))
+    result = cli("export", out, "--format", "jsonl", "-o", tmp_path / "jsonl")
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "jsonl" / "data.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ids
+
+
+def test_odd_names_are_kept_or_recorded_never_lost(tmp_path, speech_waves, mfcc_tokenizer):
+    import os
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "plain.wav", speech_waves[0][:SR], SR)
+    sf.write(audio / "tmp.wav", speech_waves[1][:SR], SR)
+    os.rename(bytes(audio / "tmp.wav"), bytes(audio) + b"/caf\xe9.wav")  # a name that is not UTF-8
+    sf.write(audio / "two\nlines.wav", speech_waves[2][:SR], SR)
+    (audio / "dangling.wav").symlink_to(audio / "missing.wav")
+    os.mkfifo(audio / "pipe.wav")
+    out = tmp_path / "out"
+    result = cli("tokenize", audio, "-t", mfcc_tokenizer, "-o", out, "-q")
+    assert result.returncode == 1, result.stderr  # the link and the FIFO failed, and are listed
+    rows = {r["id"]: r for r in read_out(out)}
+    assert set(rows) == {"plain", "caf\\xe9", "two\nlines"}
+    from speechtok import load
+
+    expected = load(mfcc_tokenizer).encode(speech_waves[1][:SR], SR).codes[:, 0].tolist()
+    assert rows["caf\\xe9"]["mfcc"] == expected and rows["caf\\xe9"]["path"].endswith("caf\\xe9.wav")
+    errors = {e["id"]: e["reason"] for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
+    assert "broken symbolic link" in errors["dangling"] and "not a regular file" in errors["pipe"]
+    # `encode` writes one line per file whatever its name
+    printed = cli("encode", audio / "two\nlines.wav", os.fsdecode(bytes(audio) + b"/caf\xe9.wav"), "-t", mfcc_tokenizer)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{audio}/two\\nlines.wav\t") and "caf\\xe9.wav\t" in lines[1]
+
+
 # --- fit-kmeans, extract, import ----------------------------------------------------------------
 
 def test_fit_kmeans_several_layers_in_one_pass(tmp_path, corpus, model_dir):

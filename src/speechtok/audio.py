@@ -58,6 +58,16 @@ class Reading:
         return wave if self.prepare is None else self.prepare(wave)
 
 
+def readable(text: str) -> str:
+    """`text` as valid UTF-8 for files and tables: a file name's bytes that are not UTF-8 (which
+    Python holds as surrogates) become `\\xNN` escapes. Valid text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def describe(source: AudioSource) -> str:
     """A short name for error messages: the path, or the shape of an array."""
     if isinstance(source, (str, os.PathLike)):
@@ -122,13 +132,18 @@ def load_audio(
 def _read_file(path: Path, label: str, start: float | None = None,
                duration: float | None = None) -> tuple[np.ndarray, int]:
     if not path.exists():
+        if path.is_symlink():
+            raise AudioError(label, f"a broken symbolic link (to {os.readlink(path)}, which does not exist)")
         raise AudioError(label, "no such file")
     if path.is_dir():
         raise AudioError(label, "is a directory, not an audio file")
+    if not path.is_file():  # reading a FIFO would wait forever
+        raise AudioError(label, "not a regular file (a FIFO, socket or device)")
     if (start or 0) < 0 or (duration is not None and duration <= 0):
         raise AudioError(label, f"invalid segment start={start} duration={duration} (seconds)")
     try:
-        with sf.SoundFile(str(path)) as f:
+        # by its bytes: a name that is not valid UTF-8 (held as surrogates by Python) still opens
+        with sf.SoundFile(os.fsencode(path)) as f:
             rate = f.samplerate
             first = round((start or 0) * rate)
             if first and f.frames > 0 and first >= f.frames:

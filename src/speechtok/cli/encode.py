@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..audio import AudioError
+from ..audio import AudioError, readable
 from ..errors import EXIT_FILES_FAILED
 from .common import BANDWIDTH, DEVICE, DTYPE, LAYERS, N_QUANTIZERS, TOKENIZER, boundary, err, load_tokenizer, say
 
@@ -28,7 +28,7 @@ def encode(
     device: str = DEVICE,
     dtype: Optional[str] = DTYPE,
 ):
-    """Print the units of each file: `path<TAB>units`, one tab-separated column per stream.
+    """Print the units of each file: `path<TAB>units`, one tab-separated column per stream (a tab, line break or backslash in a path is written as \\t, \\n, \\\\; bytes that are not UTF-8 as \\xNN).
 
     A file that cannot be read is reported on stderr with the reason; the others are still encoded, and the exit code is 1."""
     tok = load_tokenizer(tokenizer, layers, device, dtype, n_quantizers, bandwidth)
@@ -47,7 +47,7 @@ def encode(
         all_units = tok.encode_waves(waves, progress=lambda n: bar.advance(task, n))
     for path, units in zip(good, all_units):
         columns = [units.select(s).dedup().to_text(style) if dedup else units.to_text(style, s) for s in units.streams]
-        sys.stdout.write(f"{path}\t" + "\t".join(columns) + "\n")
+        sys.stdout.write(_one_field(str(path)) + "\t" + "\t".join(columns) + "\n")
     if failed:
         raise typer.Exit(EXIT_FILES_FAILED)
 
@@ -106,3 +106,9 @@ def register(app: typer.Typer) -> None:
     app.command()(encode)
     app.command()(info)
     app.command()(presets)
+
+
+def _one_field(path: str) -> str:
+    """A path as one field of a tab-separated line (escaped as Python writes strings)."""
+    text = readable(path.replace("\\", "\\\\"))  # backslashes first: readable's \\xNN escapes stay single
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")

@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import numpy as np
+import pyarrow.compute as pc
 
 from ..errors import InputError
 from ..eval.alignments import read_alignments
@@ -45,6 +47,14 @@ def purity(out: str | os.PathLike, alignments: str | os.PathLike, stream: str | 
 
 
 def stats(out: str | os.PathLike) -> list[StreamStats]:
+    """Codebook statistics per stream, read a shard and a column at a time (memory: one shard's
+    codes of one stream, whatever the corpus size)."""
     corpus = TokenizedCorpus.open(out)
-    seconds = float(np.sum(corpus.table(["num_samples"]).column("num_samples").to_numpy())) / corpus.sample_rate
-    return [stream_stats(s, corpus.sequences(s), k, seconds) for s, k in zip(corpus.streams, corpus.vocab_sizes)]
+    samples = sum(int(pc.sum(t.column("num_samples")).as_py() or 0) for t in corpus.tables(["num_samples"]))
+    seconds = samples / corpus.sample_rate
+
+    def codes(stream: str) -> Iterator[np.ndarray]:  # every code of a shard as one flat array
+        for table in corpus.tables([stream]):
+            yield pc.list_flatten(table.column(stream)).to_numpy()
+
+    return [stream_stats(s, codes(s), k, seconds) for s, k in zip(corpus.streams, corpus.vocab_sizes)]

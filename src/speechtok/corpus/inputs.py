@@ -3,7 +3,9 @@
 Every utterance gets a stable, unique id: its path relative to the directory or manifest root it
 came from, without the extension (`train-clean-100/19/198/19-198-0001`), or the id a JSONL manifest
 gives. Explicit files, globs and list entries are named by their path as given, without extension.
-Two utterances with one id are an error before any audio is read.
+Two utterances with one id are an error before any audio is read. Ids are valid UTF-8: bytes of
+a file name that are not become `\\xNN` escapes (`audio.readable`); the file is still read by its
+real name.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
+from ..audio import readable
 from ..errors import InputError, NotFoundError
 
 # What libsndfile reads (soundfile's available formats), as file extensions.
@@ -52,12 +55,14 @@ def _strip_ext(path: str) -> str:
 
 
 def _given_id(path: str) -> str:
-    return _strip_ext(os.path.normpath(path))
+    return readable(_strip_ext(os.path.normpath(path)))
 
 
 def from_directory(directory: Path) -> list[Utterance]:
-    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-    return [Utterance(_strip_ext(p.relative_to(directory).as_posix()), str(p)) for p in files]
+    """Every entry with an audio extension that is not a directory: broken symbolic links, FIFOs
+    and other non-files too, so they are recorded as failed inputs rather than silently missing."""
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and not p.is_dir())
+    return [Utterance(readable(_strip_ext(p.relative_to(directory).as_posix())), str(p)) for p in files]
 
 
 def from_tsv(manifest: Path) -> list[Utterance]:

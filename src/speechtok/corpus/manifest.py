@@ -152,7 +152,9 @@ class TokenizedCorpus:
 
     @property
     def shard_files(self) -> list[Path]:
-        return [self.directory / s.file for m in self.manifests for s in m.shards]
+        """The shard files in input order: each covers a contiguous span of input indices."""
+        records = sorted((s for m in self.manifests for s in m.shards), key=lambda s: s.first_index)
+        return [self.directory / s.file for s in records]
 
     def __len__(self) -> int:
         return sum(m.rows for m in self.manifests)
@@ -177,14 +179,21 @@ class TokenizedCorpus:
             raise JobFailed(f"{path}: a damaged shard ({type(error).__name__}: {error}); delete it and re-run "
                             "the tokenize command to redo it") from None
 
-    def table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """All rows (or these columns of them, plus `index`), in input order."""
+    def tables(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """The rows (or these columns of them, plus `index`) a shard at a time, in input order:
+        memory holds one shard, whatever the corpus size (shards cover contiguous, ordered spans
+        of inputs, so no global sort is needed). Refuses a corpus without rows."""
         if columns is not None and "index" not in columns:
             columns = [*columns, "index"]
-        tables = [self._read(f, columns) for f in self.shard_files]
-        if not tables or sum(t.num_rows for t in tables) == 0:
+        if len(self) == 0:
             raise InputError(f"{self.directory}: no rows (every input failed?)")
-        return pa.concat_tables(tables).sort_by("index")
+        for path in self.shard_files:
+            yield self._read(path, columns).sort_by("index")
+
+    def table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """All rows (or these columns of them, plus `index`), in input order, in memory at once
+        (`tables` streams them)."""
+        return pa.concat_tables(list(self.tables(columns)))
 
     def row_meta(self) -> dict:
         """What `Units.from_row` needs besides the row."""

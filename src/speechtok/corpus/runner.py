@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from ..audio import readable
 from ..errors import FilesFailed
 from .inputs import Utterance
 from .lock import hold
@@ -61,7 +62,7 @@ class Work:
 
 def error_record(item: Loaded) -> dict:
     u = item.utterance
-    return {"id": u.id, "path": u.path, "start": u.start, "duration": u.duration, "reason": item.error}
+    return {"id": u.id, "path": readable(u.path), "start": u.start, "duration": u.duration, "reason": readable(item.error)}
 
 
 def window_samples(batch_seconds: float, sample_rate: int) -> int:

@@ -18,13 +18,15 @@ import hashlib
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence, TextIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..audio import readable
 from ..errors import InputError, JobFailed
 from ..version import __version__
 from .arrow import list_column
@@ -59,8 +61,21 @@ def utterance_digest(utterances: Sequence[Utterance]) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_writer(path) as out:
+        out.write(text)
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[TextIO]:
+    """A text file written under a temporary name and renamed to `path` when the block ends
+    without an error (so `path` is complete or absent); on an error the temporary file is removed."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            yield out
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -193,7 +208,7 @@ class ParquetShards:
     def write(self, items: list[Loaded], rows: list[dict]) -> None:
         columns = {
             "id": [it.utterance.id for it in items],
-            "path": [it.utterance.path for it in items],
+            "path": [readable(it.utterance.path) for it in items],
             "start": [it.utterance.start for it in items],
             "duration": [it.utterance.duration for it in items],
             "index": [it.index for it in items],

@@ -11,6 +11,7 @@ import torch
 from ..audio import AudioSource, Reading
 from ..runtime import windows
 from ..runtime.device import batch_seconds as default_or
+from ..runtime.device import torch_threads
 
 R = TypeVar("R")
 
@@ -30,6 +31,9 @@ class Encoder(ABC):
     streams: tuple[str, ...]
     feature_dim: int
     device: torch.device
+    # torch threads its batches (and what is computed on their features, e.g. k-means assignment)
+    # run with on a CPU; None: torch's default (all cores). Encoders whose every call is small set 1.
+    cpu_threads: int | None = None
 
     @abstractmethod
     def forward_batch(self, waves: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
@@ -80,7 +84,8 @@ class Encoder(ABC):
                 progress(sum(w.length for w in batch))
             return results
 
-        return windows.run(pieces, len(waves), forward, budget, equal_lengths=False)
+        with torch_threads(self.cpu_threads, self.device):
+            return windows.run(pieces, len(waves), forward, budget, equal_lengths=False)
 
     def encode(self, source: AudioSource, sample_rate: int | None = None) -> dict[str, torch.Tensor]:
         """Continuous features of one input: {stream: [T, D]} on the CPU."""

@@ -56,6 +56,7 @@ class MFCCEncoder(Encoder):
     streams = ("mfcc",)
     feature_dim = 39  # 13 cepstra + deltas + delta-deltas
     chunk_samples = None  # frame-local: long files need no chunks, and fairseq uses none
+    cpu_threads = 1  # every call is small (a file's frames): torch's thread pool only adds waiting
 
     def __init__(self, sample_rate: int = 16000, device: str | torch.device = "cpu"):
         self.sample_rate = int(sample_rate)
