@@ -102,3 +102,34 @@ def test_float_audio_slightly_over_full_scale_loads(tmp_path):
     assert 1.49 < np.abs(wave).max() <= 1.5
     np.testing.assert_allclose(load_audio(tone(16000).astype(np.float64) * 3.0, 16000, 16000), tone(16000) * 3.0,
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("block", [4096, 1 << 18])
+def test_long_files_are_read_in_blocks_with_the_whole_file_result(tmp_path, monkeypatch, block):
+    # Reading, checking, downmixing and resampling a block at a time equals doing it to the whole file.
+    import soxr
+
+    from speechtok import audio
+
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", block)
+    rng = np.random.default_rng(0)
+    stereo = (0.2 * rng.standard_normal((44100 * 9 + 123, 2))).astype(np.float32)
+    path = tmp_path / "long.flac"
+    sf.write(path, stereo, 44100, subtype="PCM_24")
+    whole, _ = sf.read(path, dtype="float32", always_2d=True)
+    expected = soxr.resample(whole.mean(axis=1).astype(np.float32), 44100, 16000)
+    np.testing.assert_array_equal(load_audio(path, 16000), expected)
+    segment = whole[int(2.5 * 44100) : int(2.5 * 44100) + int(4.2 * 44100)].mean(axis=1).astype(np.float32)
+    np.testing.assert_array_equal(load_audio(path, 16000, start=2.5, duration=4.2), soxr.resample(segment, 44100, 16000))
+    np.testing.assert_array_equal(load_audio(path, 44100), whole.mean(axis=1))  # no resampling
+
+
+def test_a_bad_sample_late_in_a_long_file_is_found(tmp_path, monkeypatch):
+    from speechtok import audio
+
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 1000)
+    wave = np.full(16000 * 3, 0.1, np.float32)
+    wave[-5] = np.nan
+    sf.write(tmp_path / "late.wav", wave, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(tmp_path / "late.wav", 16000)

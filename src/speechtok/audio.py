@@ -7,6 +7,7 @@ readable but cannot be a recording (a peak of 1e30, a rate of 1 Hz) is refused.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,30 +97,20 @@ def load_audio(
     """
     label = name or describe(source)
     if isinstance(source, (str, os.PathLike)):
-        wave, rate = _read_file(Path(source), label, start, duration)
+        wave, rate = _read_file(Path(source), label, target_rate, start, duration)
         if sample_rate is not None and sample_rate != rate:
             raise AudioError(label, f"file is {rate} Hz but sample_rate={sample_rate} was given")
     else:
         if sample_rate is None:
             raise AudioError(label, "an array needs its sample_rate")
         wave, rate = _from_array(source, label), int(sample_rate)
-    if rate < MIN_SAMPLE_RATE:
-        raise AudioError(label, f"sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz; no speech recording "
-                                "has that rate (a damaged header, or a wrong sample_rate)")
-    if wave.size == 0:
-        raise AudioError(label, "no samples (empty audio)")
-    # Checked before the downmix (opposite channels would cancel) and at the precision the samples
-    # came in (float64 beyond float32's range would become Inf on the cast and be misreported).
-    if not np.isfinite(wave).all():
-        raise AudioError(label, "contains NaN or Inf samples")
-    peak = max(float(wave.max()), -float(wave.min()))  # no |wave| copy of a long file
-    if peak > MAX_PEAK:
-        raise AudioError(label, f"peak amplitude {peak:.3g} is far outside [-1, 1] (more than {MAX_PEAK:g}): "
-                                "not float audio on the usual scale (integer PCM values stored as floats "
-                                "need dividing by 32768)")
-    wave = _to_mono(wave).astype(np.float32, copy=False)
-    if rate != target_rate:
-        wave = soxr.resample(wave, rate, target_rate).astype(np.float32, copy=False)
+        _check_rate(rate, label)
+        if wave.size == 0:
+            raise AudioError(label, "no samples (empty audio)")
+        _check_samples(wave, label)
+        wave = _to_mono(wave).astype(np.float32, copy=False)
+        if rate != target_rate:
+            wave = soxr.resample(wave, rate, target_rate).astype(np.float32, copy=False)
     if len(wave) < min_samples:
         raise AudioError(
             label,
@@ -129,8 +120,34 @@ def load_audio(
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-def _read_file(path: Path, label: str, start: float | None = None,
+def _check_rate(rate: int, label: str) -> None:
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioError(label, f"sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz; no speech recording "
+                                "has that rate (a damaged header, or a wrong sample_rate)")
+
+
+def _check_samples(block: np.ndarray, label: str) -> None:
+    """Refuse NaN / Inf and peaks far outside [-1, 1]. Checked before the downmix (opposite
+    channels would cancel) and at the precision the samples came in (float64 beyond float32's
+    range would become Inf on the cast and be misreported)."""
+    if not np.isfinite(block).all():
+        raise AudioError(label, "contains NaN or Inf samples")
+    peak = max(float(block.max()), -float(block.min()))  # no |block| copy
+    if peak > MAX_PEAK:
+        raise AudioError(label, f"peak amplitude {peak:.3g} is far outside [-1, 1] (more than {MAX_PEAK:g}): "
+                                "not float audio on the usual scale (integer PCM values stored as floats "
+                                "need dividing by 32768)")
+
+
+# A file is read, checked, downmixed and resampled this many frames at a time (soxr's streaming
+# resampler gives exactly its one-shot output), so reading holds a block and the mono output,
+# never the whole file at its own rate and channel count (1 h of 44.1 kHz stereo: 1.3 GB as float32).
+BLOCK_FRAMES = 1 << 18
+
+
+def _read_file(path: Path, label: str, target_rate: int, start: float | None = None,
                duration: float | None = None) -> tuple[np.ndarray, int]:
+    """(mono float32 at `target_rate`, the file's rate) of `path` or its segment."""
     if not path.exists():
         if path.is_symlink():
             raise AudioError(label, f"a broken symbolic link (to {os.readlink(path)}, which does not exist)")
@@ -145,20 +162,59 @@ def _read_file(path: Path, label: str, start: float | None = None,
         # by its bytes: a name that is not valid UTF-8 (held as surrogates by Python) still opens
         with sf.SoundFile(os.fsencode(path)) as f:
             rate = f.samplerate
+            _check_rate(rate, label)
             first = round((start or 0) * rate)
             if first and f.frames > 0 and first >= f.frames:
                 raise AudioError(label, f"segment starts at {start} s, after the end ({f.frames / rate:.3f} s)")
             if first:
                 f.seek(first)
-            count = -1 if duration is None else round(duration * rate)
+            remaining = -1 if duration is None else round(duration * rate)
             # 64-bit float files are read as such, so their magnitude is checked before the cast
             dtype = "float64" if f.subtype == "DOUBLE" else "float32"
-            wave = f.read(count, dtype=dtype, always_2d=True)
+            stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32")
+            wanted = f.frames - first if remaining < 0 else min(remaining, f.frames - first)
+            # libsndfile knows the length (capped: a format that does not would ask for absurd sizes)
+            output = _Output(min(math.ceil(max(wanted, 0) * target_rate / rate) + 64, 1 << 27))
+            frames = 0
+            while remaining != 0:
+                block = f.read(BLOCK_FRAMES if remaining < 0 else min(BLOCK_FRAMES, remaining), dtype=dtype,
+                               always_2d=True)
+                remaining = max(remaining - len(block), 0) if remaining > 0 else remaining
+                last = len(block) < BLOCK_FRAMES or remaining == 0
+                frames += len(block)
+                if len(block):
+                    _check_samples(block, label)
+                mono = _to_mono(block).astype(np.float32)
+                output.append(mono if stream is None else stream.resample_chunk(mono, last=last))
+                if last:
+                    break
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         if isinstance(err, AudioError):
             raise
         raise AudioError(label, f"unreadable or corrupt audio ({err})") from None
-    return wave, int(rate)
+    if frames == 0:
+        raise AudioError(label, "no samples (empty audio)")
+    return output.array(), int(rate)
+
+
+class _Output:
+    """Samples appended block by block into one array allocated for the expected length, so the
+    output is never held twice; grows (by copying) only if a file has more frames than it said."""
+
+    def __init__(self, capacity: int):
+        self.buffer = np.empty(capacity, dtype=np.float32)
+        self.size = 0
+
+    def append(self, block: np.ndarray) -> None:
+        if self.size + len(block) > len(self.buffer):
+            grown = np.empty(max(2 * len(self.buffer), self.size + len(block)), dtype=np.float32)
+            grown[: self.size] = self.buffer[: self.size]
+            self.buffer = grown
+        self.buffer[self.size : self.size + len(block)] = block
+        self.size += len(block)
+
+    def array(self) -> np.ndarray:
+        return self.buffer[: self.size]
 
 
 def _from_array(array, label: str) -> np.ndarray:
