@@ -44,6 +44,19 @@ class MissingFileError(NotFoundError):
         return (MissingFileError, (str(self), self.fetch, self.then))
 
 
+# transformers' "Loading weights" bars. The CLI turns them off (they would interleave with its own)
+# by setting this, not by importing transformers, which jobs without an SSL model or codec never need.
+LOADING_BARS = True
+
+
+def loading_bars() -> None:
+    """Apply `LOADING_BARS` to transformers; called by loaders right before a `from_pretrained`."""
+    if not LOADING_BARS:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+
+
 def cache_dir() -> Path:
     """Where files fetched from plain URLs are kept: $SPEECHTOK_CACHE or ~/.cache/speechtok."""
     return Path(os.environ.get("SPEECHTOK_CACHE", Path.home() / ".cache" / "speechtok"))

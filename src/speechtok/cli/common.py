@@ -98,10 +98,11 @@ def either(name: str, value, alias_name: str, alias):
 
 
 def quiet_transformers() -> None:
-    """transformers' own "Loading weights" bar would interleave with ours."""
-    from transformers.utils import logging
+    """transformers' own "Loading weights" bar would interleave with ours (applied when a model
+    loads: importing transformers here would cost MFCC-only jobs half a second)."""
+    from .. import hub
 
-    logging.disable_progress_bar()
+    hub.LOADING_BARS = False
 
 
 def load_tokenizer(tokenizer: str, layers: Optional[str], device: str, dtype: Optional[str],

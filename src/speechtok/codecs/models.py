@@ -23,7 +23,7 @@ from torch import nn
 
 from ..audio import AudioSource, Reading
 from ..errors import InputError
-from ..hub import local_or_hub, model_load_error, offline
+from ..hub import loading_bars, local_or_hub, model_load_error, offline
 from ..readers import reader
 from ..runtime.device import resolve_device, resolve_dtype
 
@@ -173,6 +173,8 @@ def load_codec(source: str, revision: str | None = None, device: str | torch.dev
     if path.is_file():  # Descript / SpeechBrain DAC weights, read by speechtok.formats.dac
         return CodecModel(reader("dac-checkpoint")(path, sample_rate), str(path.resolve()), None, device, dtype)
     from transformers import AutoConfig, DacModel, EncodecModel, MimiModel
+
+    loading_bars()
 
     classes = {"dac": DacModel, "encodec": EncodecModel, "mimi": MimiModel}
     local_only = not path.exists() and offline()  # offline, the cache only: fail at once, not after retries

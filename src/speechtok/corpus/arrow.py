@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+# Arrow value types -> numpy (`to_pandas_dtype` would import pandas, 0.1 s, for this lookup)
+_NUMPY = {pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64, pa.float32(): np.float32,
+          pa.float64(): np.float64}
+
+
+def _numpy_type(arrow: pa.DataType):
+    return _NUMPY.get(arrow) or arrow.to_pandas_dtype()
+
 
 def list_column(arrays: list[np.ndarray], type: pa.ListType) -> pa.Array:
     """One list per array: [T] arrays for list<int>, [T, D] arrays for list<fixed_size_list<D>>."""
@@ -14,8 +22,8 @@ def list_column(arrays: list[np.ndarray], type: pa.ListType) -> pa.Array:
     item = type.value_type
     flat = np.concatenate([np.asarray(a).reshape(-1) for a in arrays]) if arrays else np.zeros(0)
     if pa.types.is_fixed_size_list(item):
-        values = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(item.value_type.to_pandas_dtype(), copy=False)),
+        values = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(_numpy_type(item.value_type), copy=False)),
                                                    item.list_size)
     else:
-        values = pa.array(flat.astype(item.to_pandas_dtype(), copy=False))
+        values = pa.array(flat.astype(_numpy_type(item), copy=False))
     return pa.ListArray.from_arrays(pa.array(offsets), values)

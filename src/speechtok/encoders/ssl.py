@@ -31,7 +31,7 @@ from torch import nn
 
 from ..audio import Reading
 from ..errors import InputError
-from ..hub import local_or_hub, model_load_error, offline
+from ..hub import loading_bars, local_or_hub, model_load_error, offline
 from ..readers import reader
 from ..runtime.device import resolve_device, resolve_dtype
 from .base import Encoder
@@ -156,6 +156,8 @@ class SSLEncoder(Encoder):
         follows the checkpoint: the feature-extractor config's `do_normalize`, or the original
         task's `normalize`."""
         from transformers import AutoModel
+
+        loading_bars()
 
         name_or_path = local_or_hub(str(name_or_path))  # a missing local path fails here, not as a download
         if Path(name_or_path).is_file():  # an original checkpoint, read by speechtok.formats
