@@ -571,3 +571,14 @@ def test_per_utterance_files_stay_inside_their_directory(tmp_path):
         assert path.resolve().is_relative_to(tmp_path.resolve()) and path.name.endswith(".wav"), uid
     assert file_for_id(tmp_path, "/data/spk1/utt1", ".wav") == tmp_path / "data" / "spk1" / "utt1.wav"
     assert file_for_id(tmp_path, "spk1/utt1", ".L9.npy") == tmp_path / "spk1" / "utt1.L9.npy"
+
+
+@pytest.mark.parametrize("root", ["/data/x", "/data/x/", "rel", ".", "/"])
+def test_tsv_paths_are_joined_as_pathlib_joins_them(tmp_path, root):
+    # from_tsv joins strings where pathlib would not change them (speed); the paths must not differ
+    from speechtok.corpus.inputs import from_tsv
+
+    relatives = ["a/b.wav", "a//b.wav", "./a.wav", "a/./b.wav", "x.flac", "../up.wav", "a/../b.wav", "sp ace/é.wav"]
+    tsv = tmp_path / "m.tsv"
+    tsv.write_text(f"{root}\n" + "".join(f"{r}\t16000\n" for r in relatives))
+    assert [u.path for u in from_tsv(tsv)] == [str(Path(root) / r) for r in relatives]
