@@ -284,3 +284,31 @@ def test_decode_on_ray_writes_what_local_writes(ray_cluster, small_corpus, tmp_p
     assert not list(wavs["ray"].rglob("*.tmp"))
     again = run("decode", units, "-o", wavs["ray"], "--engine", "ray")  # resumed: everything is there
     assert again.exit_code == 0 and "24 already there" in again.output, again.output
+
+
+def test_containers_are_read_by_ray_workers_as_locally(ray_cluster, small_corpus, tmp_path):
+    # WebDataset members and Parquet rows go through the same reader on Ray read tasks
+    import webdataset as wds
+    from datasets import Audio, Dataset
+
+    _, good = small_corpus
+    with wds.TarWriter(str(tmp_path / "shard-000.tar")) as sink:
+        for path in good[:8]:
+            sink.write({"__key__": path.stem, "wav": path.read_bytes()})
+    Dataset.from_dict({"id": [p.stem + "-hf" for p in good[8:14]],
+                       "audio": [{"bytes": p.read_bytes(), "path": p.name} for p in good[8:14]]}) \
+        .cast_column("audio", Audio(decode=False)).to_parquet(tmp_path / "rows.parquet")
+    tok = tmp_path / "tok"
+    encoder = MFCCEncoder()
+    frames = torch.cat([f["mfcc"] for f in encoder.encode_batch(good[:4])])
+    Tokenizer(encoder, {"mfcc": KMeans.fit(frames, 8, seed=0)}).save_pretrained(tok)
+    outs = {}
+    for engine in ("local", "ray"):
+        outs[engine] = tmp_path / engine
+        result = run("tokenize", tmp_path / "shard-{000..000}.tar", tmp_path / "rows.parquet", "-t", tok, "-o",
+                     outs[engine], "--shard-size", "5", "--engine", engine, "-q")
+        assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (outs["local"] / "data").iterdir())
+    assert len(names) == 3 and pq.read_table(outs["ray"] / "data").num_rows == 14
+    for name in names:
+        assert (outs["ray"] / "data" / name).read_bytes() == (outs["local"] / "data" / name).read_bytes(), name

@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import BinaryIO, Callable, Union
 
 import numpy as np
 import soundfile as sf
@@ -54,8 +54,8 @@ class Reading:
     prepare: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __call__(self, source: AudioSource, sample_rate: int | None = None, start: float | None = None,
-                 duration: float | None = None) -> np.ndarray:
-        wave = load_audio(source, self.sample_rate, sample_rate, self.min_samples, start=start, duration=duration)
+                 duration: float | None = None, name: str | None = None) -> np.ndarray:
+        wave = load_audio(source, self.sample_rate, sample_rate, self.min_samples, name, start=start, duration=duration)
         return wave if self.prepare is None else self.prepare(wave)
 
 
@@ -96,8 +96,8 @@ def load_audio(
     rate below MIN_SAMPLE_RATE, NaN / Inf samples, and a peak above MAX_PEAK.
     """
     label = name or describe(source)
-    if isinstance(source, (str, os.PathLike)):
-        wave, rate = _read_file(Path(source), label, target_rate, start, duration)
+    if isinstance(source, (str, os.PathLike)) or hasattr(source, "read"):
+        wave, rate = _read_file(source if hasattr(source, "read") else Path(source), label, target_rate, start, duration)
         if sample_rate is not None and sample_rate != rate:
             raise AudioError(label, f"file is {rate} Hz but sample_rate={sample_rate} was given")
     else:
@@ -145,22 +145,17 @@ def _check_samples(block: np.ndarray, label: str) -> None:
 BLOCK_FRAMES = 1 << 18
 
 
-def _read_file(path: Path, label: str, target_rate: int, start: float | None = None,
+def _read_file(path: Path | BinaryIO, label: str, target_rate: int, start: float | None = None,
                duration: float | None = None) -> tuple[np.ndarray, int]:
-    """(mono float32 at `target_rate`, the file's rate) of `path` or its segment."""
-    if not path.exists():
-        if path.is_symlink():
-            raise AudioError(label, f"a broken symbolic link (to {os.readlink(path)}, which does not exist)")
-        raise AudioError(label, "no such file")
-    if path.is_dir():
-        raise AudioError(label, "is a directory, not an audio file")
-    if not path.is_file():  # reading a FIFO would wait forever
-        raise AudioError(label, "not a regular file (a FIFO, socket or device)")
+    """(mono float32 at `target_rate`, the file's rate) of `path` (or an open binary file of
+    encoded audio, e.g. bytes from a container) or its segment."""
+    if isinstance(path, Path):
+        _check_path(path, label)
     if (start or 0) < 0 or (duration is not None and duration <= 0):
         raise AudioError(label, f"invalid segment start={start} duration={duration} (seconds)")
     try:
-        # by its bytes: a name that is not valid UTF-8 (held as surrogates by Python) still opens
-        with sf.SoundFile(os.fsencode(path)) as f:
+        # a path by its bytes: a name that is not valid UTF-8 (held as surrogates by Python) still opens
+        with sf.SoundFile(os.fsencode(path) if isinstance(path, Path) else path) as f:
             rate = f.samplerate
             _check_rate(rate, label)
             first = round((start or 0) * rate)
@@ -195,6 +190,17 @@ def _read_file(path: Path, label: str, target_rate: int, start: float | None = N
     if frames == 0:
         raise AudioError(label, "no samples (empty audio)")
     return output.array(), int(rate)
+
+
+def _check_path(path: Path, label: str) -> None:
+    if not path.exists():
+        if path.is_symlink():
+            raise AudioError(label, f"a broken symbolic link (to {os.readlink(path)}, which does not exist)")
+        raise AudioError(label, "no such file")
+    if path.is_dir():
+        raise AudioError(label, "is a directory, not an audio file")
+    if not path.is_file():  # reading a FIFO would wait forever
+        raise AudioError(label, "not a regular file (a FIFO, socket or device)")
 
 
 class _Output:

@@ -135,17 +135,18 @@ def make_engine(engine: str, ray_address: Optional[str], actors: Optional[int], 
     return RayEngine(ray_address, actors, device)
 
 
-def collect_inputs(inputs: List[str]):
+def collect_inputs(inputs: List[str], id_column: Optional[str] = None):
     from ..corpus import collect
 
-    utterances = collect(inputs)
+    utterances = collect(inputs, id_column)
     if not utterances:
         raise InputError("the inputs name no audio files")
     return utterances
 
 
 # Options shared by several commands: one declaration each.
-INPUTS = typer.Argument(..., metavar="INPUTS", help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests.")
+INPUTS = typer.Argument(..., metavar="INPUTS", help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests, Hugging Face datasets (Parquet files, save_to_disk directories), WebDataset .tar shards (brace patterns: train-{000..099}.tar).")
+ID_COLUMN = typer.Option(None, "--id-column", help="Parquet / Arrow inputs: the column holding the utterance ids (default: `id`, else the audio's path without extension, else <file>/<row>).")
 CORPUS = typer.Argument(..., metavar="CORPUS", help="A directory written by `speechtok tokenize`.")
 TOKENIZER = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory (from fit-kmeans / import), preset name (`speechtok presets`: k-means or codec), or a codec directory / DAC .pth.")
 ENCODER = typer.Option(..., "--encoder", "-e", help="SSL model (hub id, local directory, or original fairseq / WavLM / s3prl checkpoint file), or 'mfcc'.")

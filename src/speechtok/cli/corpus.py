@@ -17,6 +17,7 @@ from .common import (
     DTYPE,
     ENCODER,
     ENGINE,
+    ID_COLUMN,
     INPUTS,
     LAYER_ALIAS,
     LAYERS,
@@ -73,6 +74,7 @@ def report_failures(errors: list[dict], where: str) -> None:
 @boundary
 def tokenize(
     inputs: List[str] = INPUTS,
+    id_column: Optional[str] = ID_COLUMN,
     tokenizer: str = TOKENIZER,
     out: Path = typer.Option(..., "--out", "-o", help="Output directory: Parquet shards, manifest.json, errors.jsonl."),
     layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Layers of a multi-layer preset, e.g. 7,23 (default: all)."),
@@ -102,7 +104,7 @@ def tokenize(
     from ..runtime.device import batch_seconds as default_or
 
     job_engine = make_engine(engine, ray_address, actors, device)
-    utterances = collect_inputs(inputs)
+    utterances = collect_inputs(inputs, id_column)
     # With Ray, this process only reads the tokenizer's description and writes; the workers encode.
     tok = load_tokenizer(tokenizer, layers, device if job_engine is None else "cpu", dtype, n_quantizers, bandwidth)
     unit_bpe = None
@@ -121,6 +123,7 @@ def tokenize(
 @boundary
 def fit_kmeans(
     inputs: List[str] = INPUTS,
+    id_column: Optional[str] = ID_COLUMN,
     encoder: str = ENCODER,
     layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Layer(s) to cluster, e.g. 6 or 7,12,18 (one k-means each, one pass over the audio)."),
     layer: Optional[str] = LAYER_ALIAS,
@@ -147,7 +150,7 @@ def fit_kmeans(
     from .common import err
 
     job_engine = make_engine(engine, ray_address, actors, device)
-    utterances = collect_inputs(inputs)
+    utterances = collect_inputs(inputs, id_column)
     enc = load_encoder(encoder, either("--layers", layers, "--layer", layer), device if job_engine is None else "cpu",
                        dtype)
     with JobProgress(err, enc.sample_rate, "features", quiet) as meter:
@@ -170,6 +173,7 @@ def fit_kmeans(
 @boundary
 def extract(
     inputs: List[str] = INPUTS,
+    id_column: Optional[str] = ID_COLUMN,
     encoder: str = ENCODER,
     layers: Optional[str] = LAYERS,
     out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
@@ -201,7 +205,7 @@ def extract(
     if job_engine is not None and fmt == "fairseq":
         raise InputError("--format fairseq is written in input order by one process: use --engine local (with "
                          "--rank/--nshard to split it), or --format parquet on Ray")
-    utterances = collect_inputs(inputs)
+    utterances = collect_inputs(inputs, id_column)
     enc = load_encoder(encoder, layers, device if job_engine is None else "cpu", dtype)
     if fmt == "parquet":
         run_job("extract", enc.sample_rate, quiet, out, lambda start, advance: extract_corpus(

@@ -17,6 +17,7 @@ from .common import (
     CORPUS,
     DEVICE,
     ENGINE,
+    ID_COLUMN,
     LAYER_ALIAS,
     QUIET,
     RAY_ADDRESS,
@@ -37,6 +38,7 @@ from .progress import JobProgress
 def hubert_labels(
     train: str = typer.Option(..., help="Train split: a fairseq .tsv (or any input: directory, list, JSONL). The k-means is fitted on it."),
     valid: Optional[List[str]] = typer.Option(None, help="Other splits labelled with the SAME k-means (repeatable), e.g. valid.tsv."),
+    id_column: Optional[str] = ID_COLUMN,
     encoder: str = typer.Option(..., "--encoder", "-e", help="'mfcc' (iteration 1), or the SSL model of the previous iteration (hub id, directory or fairseq .pt)."),
     layers: Optional[str] = typer.Option(None, "--layers", "-l", help="SSL layer (fairseq's 1-based output layer = hidden_states index), e.g. 6 or 9."),
     layer: Optional[str] = LAYER_ALIAS,
@@ -63,7 +65,7 @@ def hubert_labels(
         raise typer.BadParameter("--layers is needed for an SSL encoder")
     job_engine = make_engine(engine, ray_address, actors, device)
     names = name_splits([train, *(valid or [])])
-    splits = {name: collect_inputs([given]) for name, given in names.items()}
+    splits = {name: collect_inputs([given], id_column) for name, given in names.items()}
     manifests = {name: Path(given) if given.endswith(".tsv") else None for name, given in names.items()}
     enc = load_encoder(encoder, chosen, device if job_engine is None else "cpu", None)
     try:

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 from ..audio import readable
 from ..errors import InputError, NotFoundError
+from .containers import Member, container_kind, expand_braces, list_container
 
 # What libsndfile reads (soundfile's available formats), as file extensions.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".sph")
@@ -33,10 +34,16 @@ class Utterance:
     path: str
     start: float | None = None
     duration: float | None = None
+    member: Member | None = None  # audio inside `path` (a Parquet / Arrow row, a tar member)
+
+    @property
+    def locator(self) -> str:
+        """The file, or `file#member` for audio inside a container."""
+        return self.path if self.member is None else f"{self.path}#{self.member.name}"
 
     def describe(self) -> str:
         if self.start is None and self.duration is None:
-            return self.path
+            return self.locator
         end = "end" if self.duration is None else f"{(self.start or 0) + self.duration:g}s"
         return f"{self.path} [{self.start or 0:g}s-{end}]"
 
@@ -127,17 +134,26 @@ def from_list(listing: Path) -> list[Utterance]:
     return out
 
 
-def collect(inputs: Sequence[str | os.PathLike]) -> list[Utterance]:
+def from_container(path: Path, id_column: str | None = None) -> list[Utterance]:
+    return [Utterance(uid, where, member=member) for uid, where, member in list_container(path, id_column)]
+
+
+def collect(inputs: Sequence[str | os.PathLike], id_column: str | None = None) -> list[Utterance]:
     """All utterances named by `inputs`, in the order given (directories sorted by path).
 
     An input is an audio file, a directory (searched recursively for audio files), a glob
-    (`data/**/*.flac`), a text list of paths (.txt/.lst), a fairseq .tsv or a JSONL manifest.
+    (`data/**/*.flac`), a text list of paths (.txt/.lst), a fairseq .tsv, a JSONL manifest, or a
+    container of audio (`containers`): Parquet files and `save_to_disk` directories of Hugging
+    Face datasets, WebDataset .tar shards (brace patterns: `shards/train-{000..009}.tar`).
+    `id_column` names the ids' column of Parquet / Arrow inputs.
     """
     utterances: list[Utterance] = []
     for item in inputs:
         path = Path(item)
         text = str(item)
-        if path.is_dir():
+        if container_kind(path) is not None and path.exists():
+            utterances += from_container(path, id_column)
+        elif path.is_dir():
             utterances += from_directory(path)
         elif path.is_file():
             suffix = path.suffix.lower()
@@ -152,9 +168,17 @@ def collect(inputs: Sequence[str | os.PathLike]) -> list[Utterance]:
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
             audio = [m for m in matches if Path(m).suffix.lower() in AUDIO_EXTENSIONS]
-            if not audio:
-                raise InputError(f"{text}: the pattern matches no audio files")
+            shards = [m for m in matches if container_kind(Path(m)) is not None]
+            if not audio and not shards:
+                raise InputError(f"{text}: the pattern matches no audio files or containers")
             utterances += [Utterance(_given_id(m), m) for m in audio]
+            utterances += [u for m in shards for u in from_container(Path(m), id_column)]
+        elif "{" in text and (expanded := expand_braces(text)) != [text]:
+            missing = [e for e in expanded if not Path(e).exists()]
+            if missing:
+                raise NotFoundError(f"{text}: {len(missing)} of the {len(expanded)} files it names do not exist "
+                                    f"(first: {missing[0]})")
+            utterances += collect(expanded, id_column)
         else:
             raise NotFoundError(f"{text}: no such file or directory")
     check_unique(utterances)

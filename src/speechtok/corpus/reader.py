@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from ..audio import AudioError
+from .containers import fetch
 from .inputs import Utterance
 
 
@@ -41,15 +42,17 @@ class Loaded:
 
 
 class AudioReader:
-    """Turns utterances into prepared waves with `read` (a tokenizer's `read` or an encoder's
-    `load`: `read(path, start=..., duration=...)`); a plain callable stage."""
+    """Turns utterances into prepared waves with `read` (a front end's `audio.Reading`:
+    `read(source, sample_rate, start=..., duration=..., name=...)`); a plain callable stage. Audio
+    inside a container is fetched first (`containers.fetch`)."""
 
     def __init__(self, read: Callable[..., np.ndarray]):
         self.read = read
 
     def __call__(self, utterance: Utterance, index: int) -> Loaded:
         try:
-            wave = self.read(utterance.path, start=utterance.start, duration=utterance.duration)
+            source, rate = (utterance.path, None) if utterance.member is None else fetch(utterance.path, utterance.member)
+            wave = self.read(source, rate, start=utterance.start, duration=utterance.duration, name=utterance.describe())
         except AudioError as error:
             return Loaded(utterance, index, error=error.reason)
         except Exception as error:  # noqa: BLE001 - one odd file (vanished, huge, odd rate) must not stop a corpus

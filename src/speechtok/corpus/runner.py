@@ -62,7 +62,7 @@ class Work:
 
 def error_record(item: Loaded) -> dict:
     u = item.utterance
-    return {"id": u.id, "path": readable(u.path), "start": u.start, "duration": u.duration, "reason": readable(item.error)}
+    return {"id": u.id, "path": readable(u.locator), "start": u.start, "duration": u.duration, "reason": readable(item.error)}
 
 
 def window_samples(batch_seconds: float, sample_rate: int) -> int:

@@ -56,7 +56,8 @@ BASE_FIELDS = [
 def utterance_digest(utterances: Sequence[Utterance]) -> str:
     h = hashlib.sha256()
     for u in utterances:
-        h.update(json.dumps([u.id, u.path, u.start, u.duration]).encode())
+        # a member is added only where there is one, so digests of plain files stay what they were
+        h.update(json.dumps([u.id, u.path, u.start, u.duration, *([list(u.member)] if u.member else [])]).encode())
     return h.hexdigest()
 
 
@@ -208,7 +209,7 @@ class ParquetShards:
     def write(self, items: list[Loaded], rows: list[dict]) -> None:
         columns = {
             "id": [it.utterance.id for it in items],
-            "path": [readable(it.utterance.path) for it in items],
+            "path": [readable(it.utterance.locator) for it in items],
             "start": [it.utterance.start for it in items],
             "duration": [it.utterance.duration for it in items],
             "index": [it.index for it in items],
