@@ -126,3 +126,33 @@ def test_brace_patterns():
     assert expand_braces("a-{8..11}.tar") == ["a-8.tar", "a-9.tar", "a-10.tar", "a-11.tar"]
     assert expand_braces("s{0..1}-{x,y}") == ["s0-x", "s0-y", "s1-x", "s1-y"]
     assert expand_braces("plain.tar") == ["plain.tar"]
+
+
+def test_lhotse_cuts_and_recordings_with_supervisions(clips, tmp_path, monkeypatch):
+    # Manifests written by Lhotse; each segment's codes equal those of the audio Lhotse itself loads.
+    lhotse = pytest.importorskip("lhotse")
+    from speechtok import load
+
+    root, files = clips
+    monkeypatch.chdir(tmp_path)  # Lhotse keeps relative paths relative to the working directory
+    recordings = lhotse.RecordingSet.from_recordings(lhotse.Recording.from_file(p) for p in files.values())
+    supervisions = lhotse.SupervisionSet.from_segments(
+        lhotse.SupervisionSegment(id=f"{r.id}-seg", recording_id=r.id, start=0.1, duration=round(r.duration - 0.3, 3))
+        for r in recordings)
+    recordings.to_file(tmp_path / "recordings.jsonl.gz")
+    supervisions.to_file(tmp_path / "supervisions.jsonl.gz")
+    cuts = lhotse.CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions()
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    tok = load(root / "tok")
+    expected = {c.id: tok.encode(c.load_audio()[0], c.sampling_rate).codes[:, 0].tolist() for c in cuts}
+    from_cuts = tokenize([tmp_path / "cuts.jsonl.gz"], root / "tok", tmp_path / "cuts")
+    assert {uid: row["mfcc"] for uid, row in from_cuts.items()} == expected
+    assert from_cuts["utt2-seg"]["start"] == pytest.approx(0.1)
+    paired = tokenize([tmp_path / "recordings.jsonl.gz", tmp_path / "supervisions.jsonl.gz"], root / "tok",
+                      tmp_path / "paired")
+    assert {uid: row["mfcc"] for uid, row in paired.items()} == expected
+    whole = collect([tmp_path / "recordings.jsonl.gz"])  # recordings alone: whole files
+    assert [u.id for u in whole] == list(files) and all(u.start is None for u in whole)
+    result = CliRunner().invoke(app, ["tokenize", str(tmp_path / "supervisions.jsonl.gz"), "-t", str(root / "tok"),
+                                      "-o", str(tmp_path / "alone")])
+    assert result.exit_code == 2 and "RecordingSet" in result.output

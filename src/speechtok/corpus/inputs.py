@@ -19,7 +19,9 @@ from typing import Iterable, Sequence
 
 from ..audio import readable
 from ..errors import InputError, NotFoundError
+from . import lhotse_manifests
 from .containers import Member, container_kind, expand_braces, list_container
+from .remote import is_url, list_url
 
 # What libsndfile reads (soundfile's available formats), as file extensions.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".sph")
@@ -145,13 +147,30 @@ def collect(inputs: Sequence[str | os.PathLike], id_column: str | None = None) -
     (`data/**/*.flac`), a text list of paths (.txt/.lst), a fairseq .tsv, a JSONL manifest, or a
     container of audio (`containers`): Parquet files and `save_to_disk` directories of Hugging
     Face datasets, WebDataset .tar shards (brace patterns: `shards/train-{000..009}.tar`).
-    `id_column` names the ids' column of Parquet / Arrow inputs.
+    `id_column` names the ids' column of Parquet / Arrow inputs. Lhotse manifests
+    (`lhotse_manifests`): a CutSet, or a RecordingSet with its SupervisionSet. fsspec URLs
+    (`s3://bucket/prefix`, globs too; `remote`) name audio files in object stores.
     """
     utterances: list[Utterance] = []
+    # Lhotse manifests: supervisions take their files from the RecordingSet(s) given beside them
+    lhotse = {str(i): lhotse_manifests.kind(Path(i)) for i in inputs
+              if lhotse_manifests.is_jsonl(Path(i)) and Path(i).is_file()}
+    files = {k: v for i, kind in lhotse.items() if kind == "recordings" for k, v in lhotse_manifests.recordings(Path(i)).items()}
+    supervised = "supervisions" in lhotse.values()
     for item in inputs:
         path = Path(item)
         text = str(item)
-        if container_kind(path) is not None and path.exists():
+        kind = lhotse.get(text)
+        if is_url(text):
+            utterances += [Utterance(readable(uid), url) for uid, url in list_url(text)]
+        elif kind is not None:
+            if kind == "supervisions" and not files:
+                raise InputError(f"{text}: a Lhotse SupervisionSet needs its RecordingSet as an input too")
+            segments = (lhotse_manifests.from_cuts(path) if kind == "cuts" else
+                        lhotse_manifests.from_supervisions(path, files) if kind == "supervisions" else
+                        [] if supervised else lhotse_manifests.from_recordings(path))
+            utterances += [Utterance(readable(uid), where, start, duration) for uid, where, start, duration in segments]
+        elif container_kind(path) is not None and path.exists():
             utterances += from_container(path, id_column)
         elif path.is_dir():
             utterances += from_directory(path)

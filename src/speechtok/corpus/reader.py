@@ -17,6 +17,7 @@ import numpy as np
 from ..audio import AudioError
 from .containers import fetch
 from .inputs import Utterance
+from .remote import is_url, open_url
 
 
 @dataclass
@@ -51,8 +52,13 @@ class AudioReader:
 
     def __call__(self, utterance: Utterance, index: int) -> Loaded:
         try:
-            source, rate = (utterance.path, None) if utterance.member is None else fetch(utterance.path, utterance.member)
-            wave = self.read(source, rate, start=utterance.start, duration=utterance.duration, name=utterance.describe())
+            segment = {"start": utterance.start, "duration": utterance.duration, "name": utterance.describe()}
+            if utterance.member is None and is_url(utterance.path):
+                with open_url(utterance.path) as f:
+                    wave = self.read(f, None, **segment)
+            else:
+                source, rate = (utterance.path, None) if utterance.member is None else fetch(utterance.path, utterance.member)
+                wave = self.read(source, rate, **segment)
         except AudioError as error:
             return Loaded(utterance, index, error=error.reason)
         except Exception as error:  # noqa: BLE001 - one odd file (vanished, huge, odd rate) must not stop a corpus

@@ -1,0 +1,72 @@
+"""Audio files named by fsspec URLs (`s3://`, `gs://`, `hf://`, `https://`, ...) as corpus inputs.
+
+An input URL is a file, a prefix (every audio file under it, ids relative to it without the
+extension, as for a local directory) or a glob. Files are opened with fsspec and read by
+libsndfile through the file object (ranges, not the whole object, for formats it can seek in).
+Credentials and endpoints are the file system's own: for S3, the usual AWS variables and files
+(`AWS_PROFILE`, `AWS_ENDPOINT_URL` for S3-compatible servers); S3 needs `pip install s3fs`, GCS
+`gcsfs`.
+"""
+
+from __future__ import annotations
+
+import glob
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
+
+from ..errors import InputError, NotFoundError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".sph")
+
+
+def is_url(text: str) -> bool:
+    """A URL fsspec opens, other than a local `file://` one (local paths are read directly)."""
+    scheme, sep, _ = text.partition("://")
+    return bool(sep) and scheme.isidentifier() and scheme != "file"
+
+
+def _file_system(url: str):
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as error:  # s3fs / gcsfs missing
+        raise InputError(f"{url}: reading it needs a package that is not installed ({error})") from None
+    except ValueError as error:  # an unknown protocol
+        raise InputError(f"{url}: {error}") from None
+
+
+def list_url(url: str) -> list[tuple[str, str]]:
+    """(id, url) of the audio files `url` names: itself, the files under it, or a glob's matches."""
+    fs, path = _file_system(url)
+    scheme = url.split("://", 1)[0]
+    try:
+        if glob.has_magic(path):
+            found = sorted(fs.glob(path))
+            base = None
+        elif fs.isdir(path):
+            found = sorted(fs.find(path))
+            base = path.rstrip("/") + "/"
+        elif fs.exists(path):
+            found, base = [path], None
+        else:
+            raise NotFoundError(f"{url}: no such file or prefix")
+    except (OSError, PermissionError) as error:
+        raise InputError(f"{url}: cannot be listed ({type(error).__name__}: {error})") from None
+    audio = [p for p in found if p.lower().endswith(AUDIO_SUFFIXES)]
+    if not audio:
+        raise InputError(f"{url}: names no audio files")
+
+    def ident(p: str) -> str:
+        name = p[len(base):] if base and p.startswith(base) else f"{scheme}://{p}"
+        return name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
+
+    return [(ident(p), f"{scheme}://{p}") for p in audio]
+
+
+@contextmanager
+def open_url(url: str) -> Iterator[BinaryIO]:
+    """The object at `url`, open for reading."""
+    fs, path = _file_system(url)
+    with fs.open(path, "rb") as f:
+        yield f
