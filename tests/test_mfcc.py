@@ -68,6 +68,26 @@ def test_mfcc_matches_kaldi_definition(speech_waves):
     assert np.abs(got - expected).mean() < 2e-4
 
 
+def test_mfcc_matches_kaldi_native_fbank(speech_waves):
+    # a second, independent implementation of Kaldi's MFCC (a frame at a time, in C++)
+    knf = pytest.importorskip("kaldi_native_fbank")
+    options = knf.MfccOptions()
+    frame = options.frame_opts
+    frame.samp_freq, frame.dither, frame.window_type, frame.snip_edges = float(SR), 0.0, "povey", True
+    frame.frame_length_ms, frame.frame_shift_ms, frame.preemph_coeff, frame.remove_dc_offset = 25.0, 10.0, 0.97, True
+    options.mel_opts.num_bins, options.mel_opts.low_freq, options.mel_opts.high_freq = 23, 20.0, 0.0
+    options.num_ceps, options.use_energy, options.cepstral_lifter = 13, False, 22.0
+    for wave in speech_waves[:3]:
+        computer = knf.OnlineMfcc(options)
+        computer.accept_waveform(float(SR), wave)
+        computer.input_finished()
+        expected = np.stack([computer.get_frame(i) for i in range(computer.num_frames_ready)])
+        got = MFCCEncoder().mfcc(wave)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=5e-3)
+        assert np.abs(got - expected).mean() < 2e-4
+
+
 def test_features_are_mfcc_deltas_and_delta_deltas(speech_waves):
     wave = speech_waves[2]
     features = MFCCEncoder().encode(wave, sample_rate=SR)["mfcc"].numpy()
