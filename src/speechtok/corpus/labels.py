@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import pyarrow.compute as pc
+
 from ..encoders import Encoder
 from ..errors import FilesFailed, InputError
 from ..runtime.device import batch_seconds as default_or
@@ -196,11 +198,12 @@ def _label(splits, encoder, k, out: Path, fit_split, tsv, percent, max_frames, i
         if manifest is not None:
             checks.append(check_km_against_tsv(manifest, out / f"{split}.km", rate))
         else:
-            table = TokenizedCorpus.open(units_dir).table(["id", "num_samples", tok.streams[0]])
-            samples = table.column("num_samples").to_pylist()
-            counts = [len(c) for c in table.column(tok.streams[0]).to_pylist()]
-            checks.append(check_lengths(split, table.column("id").to_pylist(),
-                                        [n / tok.sample_rate for n in samples], counts, rate))
+            ids, seconds, counts = [], [], []
+            for table in TokenizedCorpus.open(units_dir).tables(["id", "num_samples", tok.streams[0]]):  # a shard at a time
+                ids += table.column("id").to_pylist()
+                seconds += [n / tok.sample_rate for n in table.column("num_samples").to_pylist()]
+                counts += pc.list_value_length(table.column(tok.streams[0])).to_pylist()  # no codes as Python ints
+            checks.append(check_lengths(split, ids, seconds, counts, rate))
     report = LabelsReport(rate, k, tok.streams[0], str(tok_dir), sorted(set(files)), checks, refitted)
     atomic_write_text(out / "labels.json", json.dumps({
         "label_rate": rate, "k": k, "stream": report.stream, "tokenizer": str(tok_dir), "fit_split": fit_split,
