@@ -156,3 +156,13 @@ def test_lhotse_cuts_and_recordings_with_supervisions(clips, tmp_path, monkeypat
     result = CliRunner().invoke(app, ["tokenize", str(tmp_path / "supervisions.jsonl.gz"), "-t", str(root / "tok"),
                                       "-o", str(tmp_path / "alone")])
     assert result.exit_code == 2 and "RecordingSet" in result.output
+
+
+def test_repeated_audio_paths_fall_back_to_row_ids(clips, tmp_path):
+    from datasets import Audio, Dataset
+
+    _, files = clips
+    paths = [p for p in files.values()][:3]
+    Dataset.from_dict({"audio": [{"bytes": p.read_bytes(), "path": "same.flac"} for p in paths]}) \
+        .cast_column("audio", Audio(decode=False)).to_parquet(tmp_path / "dup.parquet")
+    assert [u.id for u in collect([tmp_path / "dup.parquet"])] == [f"dup/{row:08d}" for row in range(3)]

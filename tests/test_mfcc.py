@@ -114,3 +114,14 @@ def test_resampled_input(speech_files):
     features = MFCCEncoder().encode(speech_files[0])["mfcc"]
     n16 = round(info.frames * SR / info.samplerate)
     assert abs(features.shape[0] - (1 + (n16 - 400) // 160)) <= 1
+
+
+def test_long_waves_are_computed_in_blocks_with_the_same_frames(monkeypatch):
+    from speechtok.encoders.mfcc import KaldiMfcc
+
+    wave = (np.random.default_rng(3).standard_normal(SR * 3 + 77) * 0.1).astype(np.float32)
+    whole = KaldiMfcc(SR)(wave)
+    monkeypatch.setattr(KaldiMfcc, "BLOCK_FRAMES", 37)
+    # frame-local: the same frames, up to the float32 rounding of a matrix product of another height
+    np.testing.assert_allclose(KaldiMfcc(SR)(wave).numpy(), whole.numpy(), rtol=0, atol=1e-5)
+    assert KaldiMfcc(SR)(wave[:399]).shape == (0, 13)  # shorter than a window: no frames

@@ -66,3 +66,28 @@ def test_s3_prefix_tokenizes_as_the_same_files_on_disk(s3_server, speech_waves, 
     assert errors.count("\n") == 5 and "s3://corpus/audio/broken/nan.wav" in errors
     globbed = collect(["s3://corpus/audio/spk0/*.wav"])
     assert [u.id for u in globbed] == [f"s3://corpus/audio/spk0/{p.stem}" for p in sorted(good) if p.parent.name == "spk0"]
+
+
+def test_http_urls_keep_one_scheme(speech_waves, tmp_path):
+    # fsspec's http file system keeps the scheme in its paths; ids and URLs must not get it twice
+    import functools
+    import http.server
+    import threading
+
+    import soundfile as sf
+
+    from speechtok.audio import Reading
+    from speechtok.corpus.reader import AudioReader
+
+    sf.write(tmp_path / "one.wav", speech_waves[0][:16000], 16000)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/one.wav"
+        [utterance] = collect([url])
+        assert utterance.path == url and utterance.id == url[: -len(".wav")]
+        loaded = AudioReader(Reading(16000, 400))(utterance, 0)
+        assert loaded.ok and loaded.num_samples == 16000, loaded.error
+    finally:
+        server.shutdown()

@@ -5,7 +5,7 @@ directories) and WebDataset tar shards. `list_*` turns a container into utteranc
 Id rules (`--id-column`):
 
 - Parquet / Arrow: the `--id-column` if given; else an `id` column if there is one; else the
-  audio's `path` without its extension when every row has one; else `<file stem>/<row>`.
+  audio's `path` without its extension when every row has a different one; else `<file stem>/<row>`.
   The audio column is `audio` (or the only column whose type is an audio struct): a struct of
   `{bytes, path}` (bytes of an encoded file; null bytes: read `path`, relative to the container),
   or of `{array, sampling_rate}` (samples).
@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..audio import readable
@@ -103,22 +104,23 @@ def _list_table(path: Path, kind: str, id_column: str | None, several: bool) -> 
         ids = [str(v) for v in _column(path, kind, [column]).column(column).to_pylist()]
     else:
         inner = {f.name for f in schema.field(audio).type}
-        # one column: the struct with only its path (Arrow, Parquet row groups), or the path itself
-        values = _column(path, kind, [f"{audio}.path"]).column(0).to_pylist() if "path" in inner else []
-        paths = [v.get("path") if isinstance(v, dict) else v for v in values]
+        paths = _paths(path, kind, audio) if "path" in inner else []
         ids = [os.path.splitext(p)[0] if p else None for p in paths]
-        if not ids or any(i is None for i in ids):
+        if not ids or any(i is None for i in ids) or len(set(ids)) < len(ids):  # missing or repeated names
             prefix = f"{path.stem}/" if several or kind == "parquet" else ""
             ids = [f"{prefix}{row:08d}" for row in range(_num_rows(path, kind))]
     return [(readable(uid), str(path), Member(kind, row, 0, str(row))) for row, uid in enumerate(ids)]
 
 
 def _column(path: Path, kind: str, columns: list[str]) -> pa.Table:
+    return pq.read_table(path, columns=columns) if kind == "parquet" else _arrow_table(str(path)).select(columns)
+
+
+def _paths(path: Path, kind: str, audio: str) -> list[str | None]:
+    """The audio struct's `path` field of every row, without touching the audio bytes."""
     if kind == "parquet":
-        return pq.read_table(path, columns=columns)
-    table = _arrow_table(str(path))
-    top = [c.split(".")[0] for c in columns]
-    return table.select(top)
+        return pq.read_table(path, columns=[f"{audio}.path"]).column(0).to_pylist()  # only that leaf is read
+    return pc.struct_field(_arrow_table(str(path)).column(audio), "path").to_pylist()
 
 
 def _num_rows(path: Path, kind: str) -> int:
@@ -132,16 +134,15 @@ class _Cache:
         self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
 
     def get(self, key, load):
+        # loaded under the lock: threads that miss together would each load the same row group
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
-        value = load()
-        with self.lock:
-            self.items[key] = value
+            value = self.items[key] = load()
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
-        return value
+            return value
 
 
 _CACHE = _Cache()
@@ -224,6 +225,8 @@ def expand_braces(pattern: str) -> list[str]:
     inside, head, tail = pattern[start + 1 : end], pattern[:start], pattern[end + 1 :]
     if ".." in inside:
         low, high = inside.split("..", 1)
+        if not (low.isdigit() and high.isdigit()):
+            raise InputError(f"{pattern}: a brace range must be numeric, like {{000..099}}")
         width = len(low) if low.startswith("0") else 0
         options = [str(i).zfill(width) for i in range(int(low), int(high) + 1)]
     else:

@@ -73,6 +73,7 @@ class DecodeParts:
                  device: str | None = None):
         self.corpus, self.dest = str(corpus), str(dest)
         self.load_args, self.batch_seconds, self.device = tokenizer.load_args, tokenizer.batch_seconds, device
+        self.config = tokenizer.to_dict()
         self._tokenizer: TokenizerBase | None = tokenizer if device is None else None
 
     def tokenizer(self) -> TokenizerBase:
@@ -87,6 +88,10 @@ class DecodeParts:
         return lambda shard, progress: decode_shard(corpus, Path(shard), dest, tokenizer, progress)
 
     def __getstate__(self) -> dict:
+        # refused here, before any work: a worker would rebuild the corpus's own tokenizer instead
+        if self.load_args is None and self.config != TokenizedCorpus.open(self.corpus).tokenizer:
+            raise InputError("this tokenizer cannot be loaded in another process: save it with save_pretrained "
+                             "and load it with speechtok.load (or decode with the corpus's own tokenizer)")
         return {**self.__dict__, "_tokenizer": None}  # the model is loaded again, never sent
 
 

@@ -71,6 +71,8 @@ def fit_kmeans_corpus(
     the tokenizer (written last, so an interrupted fit leaves no half tokenizer). `engine` runs
     the sampling pass (default: this process); the fit runs here, on the encoder's device. The
     sample, so the tokenizer, is the same with every engine."""
+    if max_frames < k:
+        raise InputError(f"--max-frames {max_frames} keeps fewer frames than the k={k} clusters need")
     with hold(out):  # one job writes the tokenizer directory at a time
         chosen = pick_utterances(utterances, percent, seed)
         engine, parts, window = features_job(encoder, batch_seconds, engine)

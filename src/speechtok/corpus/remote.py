@@ -1,8 +1,8 @@
 """Audio files named by fsspec URLs (`s3://`, `gs://`, `hf://`, `https://`, ...) as corpus inputs.
 
 An input URL is a file, a prefix (every audio file under it, ids relative to it without the
-extension, as for a local directory) or a glob. Files are opened with fsspec and read by
-libsndfile through the file object (ranges, not the whole object, for formats it can seek in).
+extension, as for a local directory) or a glob. Each file is fetched whole with fsspec and
+decoded from memory (see `open_url`).
 Credentials and endpoints are the file system's own: for S3, the usual AWS variables and files
 (`AWS_PROFILE`, `AWS_ENDPOINT_URL` for S3-compatible servers); S3 needs `pip install s3fs`, GCS
 `gcsfs`.
@@ -11,6 +11,7 @@ Credentials and endpoints are the file system's own: for S3, the usual AWS varia
 from __future__ import annotations
 
 import glob
+import io
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
@@ -39,7 +40,6 @@ def _file_system(url: str):
 def list_url(url: str) -> list[tuple[str, str]]:
     """(id, url) of the audio files `url` names: itself, the files under it, or a glob's matches."""
     fs, path = _file_system(url)
-    scheme = url.split("://", 1)[0]
     try:
         if glob.has_magic(path):
             found = sorted(fs.glob(path))
@@ -51,22 +51,25 @@ def list_url(url: str) -> list[tuple[str, str]]:
             found, base = [path], None
         else:
             raise NotFoundError(f"{url}: no such file or prefix")
-    except (OSError, PermissionError) as error:
+    except (OSError, PermissionError, ValueError) as error:
         raise InputError(f"{url}: cannot be listed ({type(error).__name__}: {error})") from None
     audio = [p for p in found if p.lower().endswith(AUDIO_SUFFIXES)]
     if not audio:
         raise InputError(f"{url}: names no audio files")
 
     def ident(p: str) -> str:
-        name = p[len(base):] if base and p.startswith(base) else f"{scheme}://{p}"
+        name = p[len(base):] if base and p.startswith(base) else fs.unstrip_protocol(p)
         return name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
 
-    return [(ident(p), f"{scheme}://{p}") for p in audio]
+    return [(ident(p), fs.unstrip_protocol(p)) for p in audio]  # http(s) paths keep their scheme: not added twice
 
 
 @contextmanager
 def open_url(url: str) -> Iterator[BinaryIO]:
-    """The object at `url`, open for reading."""
+    """The object at `url`, fetched whole into memory. Not handed to libsndfile as a remote file:
+    its read callbacks swallow exceptions, so a network error mid-file would read as the end of
+    the audio (a silently shortened utterance); here it raises, and the input is recorded as failed."""
     fs, path = _file_system(url)
     with fs.open(path, "rb") as f:
-        yield f
+        data = f.read()
+    yield io.BytesIO(data)

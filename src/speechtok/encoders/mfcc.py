@@ -46,9 +46,22 @@ class KaldiMfcc:
         lifter = 1.0 + 0.5 * LIFTER * np.sin(np.pi * np.arange(CEPSTRA) / LIFTER)
         self.cepstra = torch.from_numpy((dct.T * lifter).astype(np.float32))  # [bins, 13], lifter folded in
 
+    BLOCK_FRAMES = 20_000  # frames computed at once (200 s at 100 Hz): memory does not grow with the file
+
     def __call__(self, wave: np.ndarray) -> torch.Tensor:
-        """[T, 13] with T = 1 + (N - window) // shift."""
-        frames = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).unfold(0, self.window, self.shift)
+        """[T, 13] with T = 1 + (N - window) // shift (0 for a wave shorter than a window)."""
+        samples = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        count = max(0, 1 + (len(samples) - self.window) // self.shift)
+        out = torch.empty(count, CEPSTRA)
+        # frame-local: blocks give the same frames (to float32 rounding; the block size is fixed, so a
+        # file's features do not depend on anything else)
+        for first in range(0, count, self.BLOCK_FRAMES):
+            last = min(first + self.BLOCK_FRAMES, count)
+            piece = samples[first * self.shift : (last - 1) * self.shift + self.window]
+            out[first:last] = self._frames(piece.unfold(0, self.window, self.shift))
+        return out
+
+    def _frames(self, frames: torch.Tensor) -> torch.Tensor:
         frames = frames - frames.mean(dim=1, keepdim=True)
         frames = frames - PREEMPHASIS * torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
         spectrum = torch.fft.rfft(frames * self.taper, n=self.fft)
