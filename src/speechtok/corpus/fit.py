@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from ..encoders import Encoder
 from ..errors import InputError
@@ -48,6 +49,15 @@ def pick_utterances(utterances: Sequence[Utterance], percent: float | None, seed
     count = max(1, math.ceil(len(utterances) * percent / 100))
     chosen = np.sort(np.random.default_rng(seed).choice(len(utterances), count, replace=False))
     return [utterances[i] for i in chosen]
+
+
+def _fit_device(encoder: Encoder, engine: Engine | None):
+    """Where k-means is fitted: the encoder's device; with an engine that encodes on a GPU
+    elsewhere (the driver's encoder is a CPU copy), this process's GPU if it has one."""
+    wanted = getattr(engine, "device", None)
+    if wanted and wanted.startswith("cuda") and torch.cuda.is_available():
+        return wanted
+    return encoder.device
 
 
 def fit_kmeans_corpus(
@@ -89,7 +99,7 @@ def fit_kmeans_corpus(
             if len(frames) < k:
                 raise InputError(f"only {len(frames)} frames of {stream} from {report.files} readable files; "
                                  f"k={k} needs at least k")
-            model = KMeans.fit(frames, k, iters=iters, seed=seed, device=encoder.device)
+            model = KMeans.fit(frames, k, iters=iters, seed=seed, device=_fit_device(encoder, engine))
             model.info.update({"frames_seen": reservoir.seen, "files": report.files, "percent": percent})
             quantizers[stream] = model
         tokenizer = Tokenizer(encoder, quantizers, batch_seconds=parts.batch_seconds)
