@@ -33,10 +33,9 @@ import soundfile as sf
 from common import machine
 
 from speechtok.eval.metrics import JointCounts, teacher_quality
+from speechtok.example_audio import frame_phones, timed_utterance
 
 SR = 16000
-PHONES = {"aa": (700, 1200, 2600), "iy": (300, 2300, 3000), "uw": (320, 800, 2300), "eh": (550, 1800, 2500),
-          "s": None, "m": (250, 1000, 2200), "sil": (), "ao": (600, 900, 2500)}
 
 FAIRSEQ = r'''
 import sys, time, numpy as np, soundfile as sf, torch, joblib
@@ -79,35 +78,16 @@ with open(work / "train_0_1.km", "w") as out:
 '''
 
 
-def segment(name: str, n: int, rng) -> np.ndarray:
-    t = np.arange(n) / SR
-    if PHONES[name] is None:
-        return 0.1 * np.diff(rng.standard_normal(n), prepend=0)
-    if not PHONES[name]:
-        return 0.002 * rng.standard_normal(n)
-    f0 = rng.uniform(100, 140)
-    x = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) / (i + 1) for i, f in enumerate(PHONES[name]))
-    return 0.2 * x * (0.6 + 0.4 * np.sin(2 * np.pi * f0 * t)) + 0.003 * rng.standard_normal(n)
-
-
 def write_corpus(root: Path, files: int) -> dict[str, list[str]]:
     """`files` utterances of ~5.5 s; returns the true phone of every 10 ms frame per utterance."""
     rng = np.random.default_rng(0)
-    names, lines, phones = list(PHONES), [str(root / "audio")], {}
+    lines, phones = [str(root / "audio")], {}
     (root / "audio").mkdir()
     for u in range(files):
-        pieces, spans, start = [], [], 0
-        while start < 5.5 * SR:
-            name = names[rng.integers(len(names))]
-            n = int(rng.integers(int(0.06 * SR), int(0.2 * SR)))
-            pieces.append(segment(name, n, rng))
-            spans.append((start / SR, (start + n) / SR, name))
-            start += n
-        wave = np.concatenate(pieces).astype(np.float32)
+        wave, spans = timed_utterance(rng, seconds=5.5, sample_rate=SR)
         sf.write(root / "audio" / f"u{u:04d}.wav", wave, SR)
         lines.append(f"u{u:04d}.wav\t{len(wave)}")
-        centres = (np.arange(int(len(wave) / SR * 100)) + 0.5) / 100
-        phones[f"u{u:04d}"] = [next(name for a, b, name in spans if a <= c < b) for c in centres]
+        phones[f"u{u:04d}"] = frame_phones(spans, len(wave) / SR)
     (root / "train.tsv").write_text("\n".join(lines) + "\n")
     return phones
 

@@ -84,47 +84,19 @@ def test_stream_stats_by_definition():
 
 # --- generated speech with known phone timing ----------------------------------------------------
 
-PHONES = {  # name -> formant-like partials (Hz); "sil" is near silence
-    "aa": (700, 1200, 2600), "iy": (300, 2300, 3000), "uw": (320, 800, 2300), "eh": (550, 1800, 2500),
-    "s": None, "m": (250, 1000, 2200), "sil": (), "ao": (600, 900, 2500),
-}
-
-
-def segment(name: str, n: int, rng) -> np.ndarray:
-    t = np.arange(n) / SR
-    if PHONES[name] is None:  # fricative: high-passed noise
-        x = rng.standard_normal(n)
-        return 0.1 * np.diff(x, prepend=0)
-    if not PHONES[name]:
-        return 0.002 * rng.standard_normal(n)
-    f0 = rng.uniform(100, 140)
-    x = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) / (i + 1) for i, f in enumerate(PHONES[name]))
-    x = x * (0.6 + 0.4 * np.sin(2 * np.pi * f0 * t))
-    return 0.2 * x + 0.003 * rng.standard_normal(n)
-
-
 @pytest.fixture(scope="module")
 def timed_corpus(tmp_path_factory):
     """24 utterances of phone-like segments with known boundaries, a fairseq .tsv and a phone tsv."""
     root = tmp_path_factory.mktemp("timed")
+    from speechtok.example_audio import frame_phones, timed_utterance
+
     rng = np.random.default_rng(1)
-    names = list(PHONES)
     tsv, phones_lines, segments = [str(root)], [], {}
     for u in range(24):
-        pieces, labels, spans, start = [], [], [], 0
-        for _ in range(rng.integers(8, 16)):
-            name = names[rng.integers(len(names))]
-            n = int(rng.integers(int(0.06 * SR), int(0.2 * SR)))
-            pieces.append(segment(name, n, rng))
-            spans.append((start / SR, (start + n) / SR, name))
-            start += n
-        wave = np.concatenate(pieces).astype(np.float32)
+        wave, spans = timed_utterance(rng, count=int(rng.integers(8, 16)), sample_rate=SR)
         sf.write(root / f"u{u:02d}.wav", wave, SR)
         tsv.append(f"u{u:02d}.wav\t{len(wave)}")
-        frames = int(len(wave) / SR * 100)
-        centres = (np.arange(frames) + 0.5) / 100
-        labels = [next(name for a, b, name in spans if a <= c < b) for c in centres]
-        phones_lines.append(f"u{u:02d}\t" + ",".join(labels))
+        phones_lines.append(f"u{u:02d}\t" + ",".join(frame_phones(spans, len(wave) / SR)))
         segments[f"u{u:02d}"] = spans
     (root / "train.tsv").write_text("\n".join(tsv) + "\n")
     (root / "phones.tsv").write_text("\n".join(phones_lines) + "\n")

@@ -2,6 +2,8 @@
 
 espeak-ng (Debian package `espeak-ng`) gives real synthetic speech; without it, a vowel-like
 signal (a pitch-varying pulse train through three formant resonances, with pauses) stands in.
+`timed_utterance` makes speech-like audio whose phone of every instant is known (for unit
+quality: PNMI, purity).
 """
 
 from __future__ import annotations
@@ -32,6 +34,43 @@ def espeak(text: str, path: Path, speed: int = 160, voice: str = "en") -> bool:
         return False
     subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
     return True
+
+
+# Phone-like classes: formant-like partials (Hz); None: a fricative (high-passed noise); (): silence.
+PHONES = {"aa": (700, 1200, 2600), "iy": (300, 2300, 3000), "uw": (320, 800, 2300), "eh": (550, 1800, 2500),
+          "s": None, "m": (250, 1000, 2200), "sil": (), "ao": (600, 900, 2500)}
+
+
+def phone_segment(name: str, n: int, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """`n` samples of the phone-like class `name` (a random pitch modulating its partials)."""
+    t = np.arange(n) / sample_rate
+    if PHONES[name] is None:
+        return 0.1 * np.diff(rng.standard_normal(n), prepend=0)
+    if not PHONES[name]:
+        return 0.002 * rng.standard_normal(n)
+    f0 = rng.uniform(100, 140)
+    x = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) / (i + 1) for i, f in enumerate(PHONES[name]))
+    return 0.2 * x * (0.6 + 0.4 * np.sin(2 * np.pi * f0 * t)) + 0.003 * rng.standard_normal(n)
+
+
+def timed_utterance(rng: np.random.Generator, count: int | None = None, seconds: float | None = None,
+                    sample_rate: int = 16000) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Random phone-like segments of 60-200 ms: `count` of them, or until `seconds` are reached.
+    Returns the wave and its (start s, end s, phone) spans."""
+    names, pieces, spans, start = list(PHONES), [], [], 0
+    while (len(spans) < count) if count is not None else (start < (seconds or 0) * sample_rate):
+        name = names[rng.integers(len(names))]
+        n = int(rng.integers(int(0.06 * sample_rate), int(0.2 * sample_rate)))
+        pieces.append(phone_segment(name, n, rng, sample_rate))
+        spans.append((start / sample_rate, (start + n) / sample_rate, name))
+        start += n
+    return np.concatenate(pieces).astype(np.float32), spans
+
+
+def frame_phones(spans: list[tuple[float, float, str]], seconds: float, rate: float = 100.0) -> list[str]:
+    """The phone at the centre of every frame at `rate` Hz (fairseq's phone labels are 100 Hz)."""
+    centres = (np.arange(int(seconds * rate)) + 0.5) / rate
+    return [next(name for a, b, name in spans if a <= c < b) for c in centres]
 
 
 def synthetic_speech(seconds: float, seed: int, sample_rate: int = 16000) -> np.ndarray:

@@ -76,16 +76,12 @@ def _mel_banks(sample_rate: int, fft: int) -> np.ndarray:
     def mel(f):
         return 1127.0 * np.log(1.0 + f / 700.0)
 
-    low, high = mel(LOW_HZ), mel(sample_rate / 2)
-    step = (high - low) / (MEL_BINS + 1)
-    centre_mels = mel(np.arange(fft // 2) * sample_rate / fft)
+    edges = np.linspace(mel(LOW_HZ), mel(sample_rate / 2), MEL_BINS + 2)  # bin b spans edges[b]..edges[b + 2]
+    left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    at = mel(np.arange(fft // 2) * sample_rate / fft)[None, :]
+    rising, falling = (at - left) / (centre - left), (right - at) / (right - centre)
     banks = np.zeros((MEL_BINS, fft // 2 + 1))
-    for b in range(MEL_BINS):
-        left, centre, right = low + b * step, low + (b + 1) * step, low + (b + 2) * step
-        up = (centre_mels - left) / (centre - left)
-        down = (right - centre_mels) / (right - centre)
-        inside = (centre_mels > left) & (centre_mels < right)
-        banks[b, : fft // 2] = np.where(inside, np.where(centre_mels <= centre, up, down), 0.0)
+    banks[:, : fft // 2] = np.where((at > left) & (at < right), np.minimum(rising, falling), 0.0)
     return banks
 
 
