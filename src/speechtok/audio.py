@@ -26,6 +26,9 @@ AudioSource = Union[str, os.PathLike, np.ndarray, "torch.Tensor"]  # noqa: F821
 # recording on the float scale (a bad export, or integer PCM values stored as floats), and every
 # frame of them would quantize to the same code.
 MAX_PEAK = 1000.0
+# What libsndfile reads (soundfile's available formats), as file extensions: the audio files that
+# directories, globs, object-store prefixes and WebDataset tars are searched for.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".sph")
 # Speech needs a few kHz; below this a "rate" is a wrong header or argument, and resampling from it
 # to 16 kHz would multiply the sample count (1 Hz -> 16000 samples per sample).
 MIN_SAMPLE_RATE = 1000

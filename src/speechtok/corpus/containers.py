@@ -33,10 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..audio import readable
+from ..audio import AUDIO_EXTENSIONS, readable
 from ..errors import FormatError, InputError
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".sph")
 DATASET_FILES = ("dataset_info.json", "state.json")  # what `save_to_disk` writes beside its .arrow files
 
 
@@ -206,7 +205,7 @@ def _list_tar(path: Path) -> list:
     out = []
     with archive:
         for info in archive:
-            if not info.isfile() or not info.name.lower().endswith(AUDIO_SUFFIXES):
+            if not info.isfile() or not info.name.lower().endswith(AUDIO_EXTENSIONS):
                 continue
             directory, base = os.path.split(info.name)
             key = os.path.join(directory, base.split(".", 1)[0])  # WebDataset's __key__

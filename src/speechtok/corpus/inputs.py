@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
-from ..audio import readable
+from ..audio import AUDIO_EXTENSIONS, readable
 from ..errors import InputError, NotFoundError
 from . import lhotse_manifests
 from .containers import Member, container_kind, expand_braces, list_container
 from .remote import is_url, list_url
 
-# What libsndfile reads (soundfile's available formats), as file extensions.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".sph")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
 
 

@@ -15,9 +15,8 @@ import io
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
+from ..audio import AUDIO_EXTENSIONS
 from ..errors import InputError, NotFoundError
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".sph")
 
 
 def is_url(text: str) -> bool:
@@ -53,7 +52,7 @@ def list_url(url: str) -> list[tuple[str, str]]:
             raise NotFoundError(f"{url}: no such file or prefix")
     except (OSError, PermissionError, ValueError) as error:
         raise InputError(f"{url}: cannot be listed ({type(error).__name__}: {error})") from None
-    audio = [p for p in found if p.lower().endswith(AUDIO_SUFFIXES)]
+    audio = [p for p in found if p.lower().endswith(AUDIO_EXTENSIONS)]
     if not audio:
         raise InputError(f"{url}: names no audio files")
 
