@@ -91,3 +91,13 @@ def test_http_urls_keep_one_scheme(speech_waves, tmp_path):
         assert loaded.ok and loaded.num_samples == 16000, loaded.error
     finally:
         server.shutdown()
+
+
+def test_a_missing_object_is_reported_as_missing(s3_server):
+    import fsspec
+
+    from speechtok.errors import NotFoundError
+
+    fsspec.filesystem("s3").mkdir("empty-bucket")
+    with pytest.raises(NotFoundError, match="no such file or prefix"):
+        collect(["s3://empty-bucket/nothing-here.wav"])

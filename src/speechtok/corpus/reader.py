@@ -17,7 +17,7 @@ import numpy as np
 from ..audio import AudioError
 from .containers import fetch
 from .inputs import Utterance
-from .remote import is_url, open_url
+from .remote import fetch_url, is_url
 
 
 @dataclass
@@ -52,18 +52,21 @@ class AudioReader:
 
     def __call__(self, utterance: Utterance, index: int) -> Loaded:
         try:
-            segment = {"start": utterance.start, "duration": utterance.duration, "name": utterance.describe()}
-            if utterance.member is None and is_url(utterance.path):
-                with open_url(utterance.path) as f:
-                    wave = self.read(f, None, **segment)
-            else:
-                source, rate = (utterance.path, None) if utterance.member is None else fetch(utterance.path, utterance.member)
-                wave = self.read(source, rate, **segment)
+            source, rate = _source(utterance)
+            wave = self.read(source, rate, start=utterance.start, duration=utterance.duration, name=utterance.describe())
         except AudioError as error:
             return Loaded(utterance, index, error=error.reason)
         except Exception as error:  # noqa: BLE001 - one odd file (vanished, huge, odd rate) must not stop a corpus
             return Loaded(utterance, index, error=f"{type(error).__name__}: {error}")
         return Loaded(utterance, index, wave=wave)
+
+
+def _source(utterance: Utterance):
+    """(what `load_audio` reads, its sample rate if it is samples): the file, the fetched bytes of an
+    object-store URL, or what a container member holds."""
+    if utterance.member is not None:
+        return fetch(utterance.path, utterance.member)
+    return (fetch_url(utterance.path) if is_url(utterance.path) else utterance.path), None
 
 
 def read_ahead(

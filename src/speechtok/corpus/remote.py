@@ -2,7 +2,7 @@
 
 An input URL is a file, a prefix (every audio file under it, ids relative to it without the
 extension, as for a local directory) or a glob. Each file is fetched whole with fsspec and
-decoded from memory (see `open_url`).
+decoded from memory (see `fetch_url`).
 Credentials and endpoints are the file system's own: for S3, the usual AWS variables and files
 (`AWS_PROFILE`, `AWS_ENDPOINT_URL` for S3-compatible servers); S3 needs `pip install s3fs`, GCS
 `gcsfs`.
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import glob
 import io
-from contextlib import contextmanager
-from typing import BinaryIO, Iterator
 
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import InputError, NotFoundError
@@ -41,17 +39,15 @@ def list_url(url: str) -> list[tuple[str, str]]:
     fs, path = _file_system(url)
     try:
         if glob.has_magic(path):
-            found = sorted(fs.glob(path))
-            base = None
+            found, base = sorted(fs.glob(path)), None
         elif fs.isdir(path):
-            found = sorted(fs.find(path))
-            base = path.rstrip("/") + "/"
-        elif fs.exists(path):
-            found, base = [path], None
+            found, base = sorted(fs.find(path)), path.rstrip("/") + "/"
         else:
-            raise NotFoundError(f"{url}: no such file or prefix")
+            found, base = ([path] if fs.exists(path) else None), None
     except (OSError, PermissionError, ValueError) as error:
         raise InputError(f"{url}: cannot be listed ({type(error).__name__}: {error})") from None
+    if found is None:  # raised here, not in the try: NotFoundError is an OSError, which it would re-label
+        raise NotFoundError(f"{url}: no such file or prefix")
     audio = [p for p in found if p.lower().endswith(AUDIO_EXTENSIONS)]
     if not audio:
         raise InputError(f"{url}: names no audio files")
@@ -63,12 +59,10 @@ def list_url(url: str) -> list[tuple[str, str]]:
     return [(ident(p), fs.unstrip_protocol(p)) for p in audio]  # http(s) paths keep their scheme: not added twice
 
 
-@contextmanager
-def open_url(url: str) -> Iterator[BinaryIO]:
+def fetch_url(url: str) -> io.BytesIO:
     """The object at `url`, fetched whole into memory. Not handed to libsndfile as a remote file:
     its read callbacks swallow exceptions, so a network error mid-file would read as the end of
     the audio (a silently shortened utterance); here it raises, and the input is recorded as failed."""
     fs, path = _file_system(url)
     with fs.open(path, "rb") as f:
-        data = f.read()
-    yield io.BytesIO(data)
+        return io.BytesIO(f.read())
