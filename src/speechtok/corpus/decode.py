@@ -105,7 +105,7 @@ def decode_corpus(out: str | os.PathLike, dest: str | os.PathLike, tokenizer: To
     corpus, dest = TokenizedCorpus.open(out), Path(dest)
     if not tokenizer.has_decoder:
         raise InputError(f"{type(tokenizer).__name__} has no decoder")
-    corpus.iter_units([])  # checks the rows can be decoded before any work
+    corpus.unit_columns()  # checks the rows can be decoded before any work
     engine = engine or LocalEngine()
     with hold(dest):
         if on_start is not None:

@@ -181,7 +181,7 @@ def _label(splits, encoder, k, out: Path, fit_split, tsv, percent, max_frames, i
                               iters=iters, seed=seed, workers=workers, strict=True, engine=engine,
                               on_start=getattr(meter, "start", None), on_progress=getattr(meter, "advance", None))
         atomic_write_text(out / FIT_RECORD, json.dumps(signature, indent=2) + "\n")
-        tok = _fitted_tokenizer(out, signature, encoder.device)
+        tok = load(tok_dir, device=str(encoder.device))  # by `load`, so an engine's workers can load it again
     if engine is not None and engine.device is not None:
         tok.batch_seconds = default_or(None, engine.device)  # batches (and windows) for the device that encodes
     rate = float(tok.frame_rate)

@@ -204,11 +204,14 @@ class TokenizedCorpus:
         """(id, Units) of every utterance (of `shards`, default all), shard by shard (memory: one
         shard). Deduplicated corpora give Units with durations (one stream only: streams were
         deduplicated apart)."""
+        return self._units(self.unit_columns(), self.shard_files if shards is None else shards)
+
+    def unit_columns(self) -> list[str]:
+        """The columns a row's Units is made of; refused where rows do not make one Units."""
         if self.dedup and len(self.streams) > 1:
             raise InputError(f"{self.directory} was tokenized with --dedup over several streams, each deduplicated "
                              "on its own; such rows do not make one Units (select a stream with sequences())")
-        columns = ["id", "num_samples", *self.streams] + ([f"{self.streams[0]}_durations"] if self.dedup else [])
-        return self._units(columns, self.shard_files if shards is None else shards)
+        return ["id", "num_samples", *self.streams] + ([f"{self.streams[0]}_durations"] if self.dedup else [])
 
     def _units(self, columns: list[str], shards: Sequence[Path]) -> Iterator[tuple[str, Units]]:
         meta = self.row_meta()
