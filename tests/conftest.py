@@ -6,6 +6,7 @@ dir and loaded back through the same code path a user's hub model takes.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,28 @@ def varied_waves(speech_waves) -> list[np.ndarray]:
         start = int(rng.integers(0, len(joined) - length))
         out.append(joined[start : start + length].copy())
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1; yields its endpoint. The AWS variables point clients at it.
+    One for the whole run: fsspec caches its file system instances, with the endpoint they saw."""
+    pytest.importorskip("s3fs", reason="s3:// inputs need s3fs: pip install 'speechtok[s3]'")
+    server_module = pytest.importorskip("moto.server", reason="the S3 tests need moto[server]")
+    port = free_port()
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield endpoint
+    server.stop()

@@ -166,3 +166,27 @@ def test_repeated_audio_paths_fall_back_to_row_ids(clips, tmp_path):
     Dataset.from_dict({"audio": [{"bytes": p.read_bytes(), "path": "same.flac"} for p in paths]}) \
         .cast_column("audio", Audio(decode=False)).to_parquet(tmp_path / "dup.parquet")
     assert [u.id for u in collect([tmp_path / "dup.parquet"])] == [f"dup/{row:08d}" for row in range(3)]
+
+
+def test_containers_in_an_object_store(s3_server, clips, reference, tmp_path, monkeypatch):
+    # Parquet files of a dataset and WebDataset shards under an s3:// prefix: copied into the cache
+    # once, then read like local ones (hf://datasets/<org>/<name> takes the same path)
+    import fsspec
+    import webdataset as wds
+
+    root, files = clips
+    monkeypatch.setenv("SPEECHTOK_CACHE", str(tmp_path / "cache"))
+    names = list(files)
+    hf_dataset({u: files[u] for u in names[:3]}).to_parquet(tmp_path / "train-00000.parquet")
+    with wds.TarWriter(str(tmp_path / "train-00001.tar")) as sink:
+        for uid in names[3:]:
+            sink.write({"__key__": uid, "flac": files[uid].read_bytes()})
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("datasets")
+    for name in ("train-00000.parquet", "train-00001.tar"):
+        fs.put_file(str(tmp_path / name), f"datasets/speech/{name}")
+    for source in ("s3://datasets/speech", "s3://datasets/speech/train-*"):
+        rows = tokenize([source], root / "tok", tmp_path / f"out-{len(source)}")
+        assert {uid: row["mfcc"] for uid, row in rows.items()} == reference, source
+    assert sorted(p.name for p in (tmp_path / "cache" / "remote").rglob("train-*")) == ["train-00000.parquet",
+                                                                                        "train-00001.tar"]

@@ -3,8 +3,6 @@ here): the real s3fs client over HTTP, no mocked client. Codes equal those of th
 
 from __future__ import annotations
 
-import socket
-
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -15,30 +13,6 @@ from speechtok.cli import app
 from speechtok.corpus import collect
 
 from .test_corpus import write_broken, write_corpus
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """A moto S3 server on 127.0.0.1; yields its endpoint. The AWS variables point clients at it."""
-    pytest.importorskip("s3fs", reason="s3:// inputs need s3fs: pip install 'speechtok[s3]'")
-    server_module = pytest.importorskip("moto.server", reason="the S3 tests need moto[server]")
-    port = free_port()
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        yield endpoint
-    server.stop()
 
 
 def test_s3_prefix_tokenizes_as_the_same_files_on_disk(s3_server, speech_waves, tmp_path):
@@ -101,3 +75,51 @@ def test_a_missing_object_is_reported_as_missing(s3_server):
     fsspec.filesystem("s3").mkdir("empty-bucket")
     with pytest.raises(NotFoundError, match="no such file or prefix"):
         collect(["s3://empty-bucket/nothing-here.wav"])
+
+
+def test_out_on_s3_resumes_after_a_kill_to_the_uninterrupted_output(s3_server, speech_waves, tmp_path):
+    import signal
+    import time
+
+    import fsspec
+
+    from speechtok.corpus import TokenizedCorpus
+
+    from .test_corpus import cli, cli_background
+
+    good = write_corpus(tmp_path / "audio", speech_waves, 60)
+    encoder = MFCCEncoder()
+    frames = torch.cat([f["mfcc"] for f in encoder.encode_batch(good[:4])])
+    Tokenizer(encoder, {"mfcc": KMeans.fit(frames, 12, seed=0)}).save_pretrained(tmp_path / "tok")
+    args = ["tokenize", tmp_path / "audio", "-t", tmp_path / "tok", "--shard-size", "2", "--workers", "1", "-q"]
+    assert cli(*args, "-o", tmp_path / "whole").returncode == 0
+    fs = fsspec.filesystem("s3")
+    out = "s3://results/run1"
+
+    def finished() -> list[str]:
+        fs.invalidate_cache()
+        return fs.glob("results/run1/data/*.parquet")
+
+    process = cli_background(*args, "-o", out)
+    while process.poll() is None and len(finished()) < 3:
+        time.sleep(0.02)
+    assert process.poll() is None, "the job finished before it could be killed; make it longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    kept = len(finished())
+    assert 3 <= kept < 30 and not fs.exists("results/run1/manifest.json")
+
+    again = cli(*args[:-1], "-o", out)  # not quiet: it reports the shards it kept
+    assert again.returncode == 0, again.stderr
+    assert f"{kept} finished shards kept" in again.stderr + again.stdout
+    fs.invalidate_cache()
+    assert len(finished()) == 30 and not [p for p in fs.find("results/run1") if p.endswith(".tmp")]
+    on_s3 = {r["id"]: r["mfcc"] for t in TokenizedCorpus.open(out).tables(["id", "mfcc"]) for r in t.to_pylist()}
+    assert on_s3 == {r["id"]: r["mfcc"] for r in pq.read_table(tmp_path / "whole" / "data").to_pylist()}
+    # commands that read a corpus take its URL
+    for source, dest in [(out, tmp_path / "km-s3"), (tmp_path / "whole", tmp_path / "km-disk")]:
+        assert cli("export", source, "-f", "km", "-o", dest).returncode == 0
+    assert (tmp_path / "km-s3" / "data.km").read_text() == (tmp_path / "km-disk" / "data.km").read_text()
+    # a different job into the same URL is refused, as for a directory
+    other = cli(*args, "--dedup", "-o", out)
+    assert other.returncode == 2 and "different job" in other.stderr

@@ -17,7 +17,7 @@ bpe_app = typer.Typer(help="Byte-pair encoding of unit sequences (SentencePiece)
 @bpe_app.command("train")
 @boundary
 def bpe_train(
-    corpus: Path = typer.Argument(..., metavar="CORPUS", help="A directory written by `speechtok tokenize` (BPE is learned on its stored units; deduplicated if it was run with --dedup)."),
+    corpus: str = typer.Argument(..., metavar="CORPUS", help="A directory written by `speechtok tokenize` (BPE is learned on its stored units; deduplicated if it was run with --dedup)."),
     vocab_size: int = typer.Option(..., "--vocab-size", help="BPE pieces in all: every unit seen + 256 byte pieces + 3 specials + merges."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write: bpe.model (SentencePiece) + bpe.json."),
     stream: Optional[str] = typer.Option(None, help="Stream to learn on (default: the only one)."),

@@ -147,7 +147,7 @@ def collect_inputs(inputs: List[str], id_column: Optional[str] = None):
 # Options shared by several commands: one declaration each.
 INPUTS = typer.Argument(..., metavar="INPUTS", help="Audio files, directories, globs, .txt lists, fairseq .tsv or JSONL manifests, Hugging Face datasets (Parquet files, save_to_disk directories), WebDataset .tar shards (brace patterns: train-{000..099}.tar).")
 ID_COLUMN = typer.Option(None, "--id-column", help="Parquet / Arrow inputs: the column holding the utterance ids (default: `id`, else the audio's path without extension, else <file>/<row>).")
-CORPUS = typer.Argument(..., metavar="CORPUS", help="A directory written by `speechtok tokenize`.")
+CORPUS = typer.Argument(..., metavar="CORPUS", help="A directory written by `speechtok tokenize` (or its object store URL, s3://...).")
 TOKENIZER = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory (from fit-kmeans / import), preset name (`speechtok presets`: k-means or codec), or a codec directory / DAC .pth.")
 ENCODER = typer.Option(..., "--encoder", "-e", help="SSL model (hub id, local directory, or original fairseq / WavLM / s3prl checkpoint file), or 'mfcc'.")
 LAYERS = typer.Option(None, "--layers", "-l", help="Layers, comma-separated, e.g. 7 or 7,23 (0 = input of the first transformer block).")

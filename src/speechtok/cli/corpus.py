@@ -43,7 +43,7 @@ from .common import (
 from .progress import JobProgress, human_bytes
 
 
-def run_job(label: str, sample_rate: int, quiet: bool, out: Path, run: Callable) -> None:
+def run_job(label: str, sample_rate: int, quiet: bool, out: str, run: Callable) -> None:
     """Run a corpus job with a progress bar, print its summary, exit 1 if any file failed."""
     from .common import err
 
@@ -76,7 +76,7 @@ def tokenize(
     inputs: List[str] = INPUTS,
     id_column: Optional[str] = ID_COLUMN,
     tokenizer: str = TOKENIZER,
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory: Parquet shards, manifest.json, errors.jsonl."),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory (or object store URL: s3://bucket/prefix): Parquet shards, manifest.json, errors.jsonl."),
     layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Layers of a multi-layer preset, e.g. 7,23 (default: all)."),
     dedup: bool = typer.Option(False, "--dedup", help="Merge repeated units per stream; adds <stream>_durations."),
     bpe: Optional[Path] = typer.Option(None, "--bpe", help="A unit BPE directory (`speechtok bpe train`): adds <stream>_bpe, the BPE ids of its stream."),
@@ -176,7 +176,7 @@ def extract(
     id_column: Optional[str] = ID_COLUMN,
     encoder: str = ENCODER,
     layers: Optional[str] = LAYERS,
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory (Parquet: also an object store URL, s3://bucket/prefix)."),
     fmt: str = typer.Option("parquet", "--format", help="parquet (shards, resumable) or fairseq ({split}_{rank}_{nshard}.npy + .len per layer)."),
     split: Optional[str] = typer.Option(None, help="fairseq file prefix (default: the .tsv's name, else 'data')."),
     batch_seconds: Optional[float] = BATCH_SECONDS,
@@ -222,7 +222,7 @@ def extract(
 
 @boundary
 def export(
-    corpus: Path = CORPUS,
+    corpus: str = CORPUS,
     fmt: str = typer.Option(..., "--format", "-f", help="km (fairseq labels + dict), txt, jsonl or npy (one file per utterance)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory to write into."),
     dest: Optional[Path] = typer.Option(None, "--dest", hidden=True, help="Old spelling of --out."),
@@ -242,7 +242,7 @@ def export(
 
 @boundary
 def decode(
-    corpus: Path = CORPUS,
+    corpus: str = CORPUS,
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the audio: <id>.wav per utterance (float WAV at the tokenizer's rate)."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Decode with this tokenizer (default: the one that made the tokens, from the manifest)."),
     batch_seconds: Optional[float] = BATCH_SECONDS,

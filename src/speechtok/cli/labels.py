@@ -105,7 +105,7 @@ eval_app = typer.Typer(help="Measure units: teacher quality against phones, code
 @eval_app.command("purity")
 @boundary
 def eval_purity(
-    corpus: Path = CORPUS,
+    corpus: str = CORPUS,
     alignments: Path = typer.Option(..., "--alignments", "-a", help="Frame-level phones: fairseq's tsv (uid<TAB>ph,ph,...), an MFA .TextGrid, or a directory of them."),
     stream: Optional[str] = typer.Option(None, help="Stream to measure (default: the only one)."),
     phone_rate: float = typer.Option(100.0, help="Frame rate of the phone labels (fairseq's are 100 Hz); units are brought to it."),
@@ -136,7 +136,7 @@ def eval_purity(
 @eval_app.command("stats")
 @boundary
 def eval_stats(
-    corpus: Path = CORPUS,
+    corpus: str = CORPUS,
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ):
     """Per stream: codebook usage, unit entropy and perplexity, tokens per second and bitrate."""

@@ -85,7 +85,7 @@ class DecodeParts:
 
     def work(self) -> Callable[[str, Callable | None], DecodeResult]:
         corpus, tokenizer, dest = TokenizedCorpus.open(self.corpus), self.tokenizer(), Path(self.dest)
-        return lambda shard, progress: decode_shard(corpus, Path(shard), dest, tokenizer, progress)
+        return lambda shard, progress: decode_shard(corpus, shard, dest, tokenizer, progress)
 
     def __getstate__(self) -> dict:
         # refused here, before any work: a worker would rebuild the corpus's own tokenizer instead
@@ -117,7 +117,7 @@ def decode_corpus(out: str | os.PathLike, dest: str | os.PathLike, tokenizer: To
         return result
 
 
-def decode_shard(corpus: TokenizedCorpus, shard: Path, dest: Path, tokenizer: TokenizerBase,
+def decode_shard(corpus: TokenizedCorpus, shard: Path | str, dest: Path, tokenizer: TokenizerBase,
                  on_progress: Callable[[int, int], None] | None = None) -> DecodeResult:
     """Decode the utterances of one shard not decoded yet, a batch of audio at a time."""
     result = DecodeResult()

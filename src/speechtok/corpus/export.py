@@ -24,7 +24,7 @@ from ..errors import InputError, UnknownNameError
 from ..units import TEXT_STYLES, ids_to_text
 from .inputs import file_for_id
 from .manifest import TokenizedCorpus
-from .sinks import atomic_write_text, atomic_writer
+from .store import atomic_write_text, atomic_writer
 
 FORMATS = ("km", "txt", "jsonl", "npy")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
@@ -21,7 +22,7 @@ from ..audio import AUDIO_EXTENSIONS, readable
 from ..errors import InputError, NotFoundError
 from . import lhotse_manifests
 from .containers import Member, container_kind, expand_braces, list_container
-from .remote import is_url, list_url
+from .remote import cached_copy, is_url, list_url
 
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
 
@@ -138,6 +139,9 @@ def from_container(path: Path, id_column: str | None = None) -> list[Utterance]:
     return [Utterance(uid, where, member=member) for uid, where, member in list_container(path, id_column)]
 
 
+HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+")  # what a missing local path may have meant as a hub dataset
+
+
 def collect(inputs: Sequence[str | os.PathLike], id_column: str | None = None) -> list[Utterance]:
     """All utterances named by `inputs`, in the order given (directories sorted by path).
 
@@ -147,7 +151,8 @@ def collect(inputs: Sequence[str | os.PathLike], id_column: str | None = None) -
     Face datasets, WebDataset .tar shards (brace patterns: `shards/train-{000..009}.tar`).
     `id_column` names the ids' column of Parquet / Arrow inputs. Lhotse manifests
     (`lhotse_manifests`): a CutSet, or a RecordingSet with its SupervisionSet. fsspec URLs
-    (`s3://bucket/prefix`, globs too; `remote`) name audio files in object stores.
+    (`s3://bucket/prefix`, globs too; `remote`) name audio files and containers in object stores;
+    `hf://datasets/<org>/<name>` a Hugging Face hub dataset (its Parquet files).
     """
     utterances: list[Utterance] = []
     # Lhotse manifests: supervisions take their files from the RecordingSet(s) given beside them
@@ -160,7 +165,9 @@ def collect(inputs: Sequence[str | os.PathLike], id_column: str | None = None) -
         text = str(item)
         kind = lhotse.get(text)
         if is_url(text):
-            utterances += [Utterance(readable(uid), url) for uid, url in list_url(text)]
+            audio, containers = list_url(text)
+            utterances += [Utterance(readable(uid), url) for uid, url in audio]
+            utterances += [u for url in containers for u in from_container(cached_copy(url), id_column)]
         elif kind is not None:
             if kind == "supervisions" and not files:
                 raise InputError(f"{text}: a Lhotse SupervisionSet needs its RecordingSet as an input too")
@@ -197,7 +204,8 @@ def collect(inputs: Sequence[str | os.PathLike], id_column: str | None = None) -
                                     f"(first: {missing[0]})")
             utterances += collect(expanded, id_column)
         else:
-            raise NotFoundError(f"{text}: no such file or directory")
+            hint = f" (a Hugging Face hub dataset is named hf://datasets/{text})" if HUB_NAME.fullmatch(text) else ""
+            raise NotFoundError(f"{text}: no such file or directory{hint}")
     check_unique(utterances)
     return utterances
 

@@ -37,7 +37,8 @@ from .inputs import Utterance
 from .lock import hold
 from .manifest import TokenizedCorpus
 from .runner import Engine
-from .sinks import atomic_write_text, utterance_digest
+from .sinks import utterance_digest
+from .store import atomic_write_text
 from .tokenize import tokenize_corpus
 
 TOLERANCE_SECONDS = 0.1  # fairseq's verify_label_lengths tol

@@ -9,34 +9,49 @@ its own, so two different jobs can never both pass that check.
 The kernel drops a lock when its holder's process ends, however it ends (SIGKILL included), so a
 lock left by a killed job never blocks a later run: the file stays, the lock does not. (Removing
 the file on release would race with a job that has just opened it.)
+
+Object stores have no locks: an OUT named by a URL is held through a local file named after the
+URL (`lock_directory`), which refuses a second job on this machine only.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import socket
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
+from .remote import is_url
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 
 
+def lock_directory(location: str | os.PathLike) -> Path:
+    """Where the lock files of the output directory `location` are: in it, or for a URL, in a local
+    directory named after it."""
+    text = os.fspath(location)
+    if is_url(text):
+        return Path(tempfile.gettempdir()) / "speechtok-locks" / hashlib.sha256(text.rstrip("/").encode()).hexdigest()[:20]
+    return Path(text.removeprefix("file://"))
+
+
 @contextmanager
-def hold(directory: str | os.PathLike, name: str = LOCK_FILE, wait: bool = False) -> Iterator[Path]:
-    """Hold `directory/name` for this process (creating the directory) for the duration of the
-    block, or raise InputError naming the job that holds it; with `wait`, wait for it instead
-    (for short critical sections)."""
-    directory = Path(directory)
+def hold(location: str | os.PathLike, name: str = LOCK_FILE, wait: bool = False) -> Iterator[Path]:
+    """Hold `name` in the output directory `location` for this process (creating the directory)
+    for the duration of the block, or raise InputError naming the job that holds it; with `wait`,
+    wait for it instead (for short critical sections)."""
+    directory = lock_directory(location)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -45,11 +60,11 @@ def hold(directory: str | os.PathLike, name: str = LOCK_FILE, wait: bool = False
     except BlockingIOError:
         holder = _describe(os.read(fd, 1 << 16))
         os.close(fd)
-        raise InputError(f"{directory} is being written by another speechtok job ({holder}); wait for it to "
+        raise InputError(f"{location} is being written by another speechtok job ({holder}); wait for it to "
                          "finish or stop it, or choose another output directory") from None
     except OSError as error:  # a file system without flock (Lustre without -o flock, some NFS)
         os.close(fd)
-        log.warning("%s: cannot lock %s (%s); going on without the one-writer guarantee", directory, name,
+        log.warning("%s: cannot lock %s (%s); going on without the one-writer guarantee", location, name,
                     error.strerror)
         yield path
         return

@@ -18,10 +18,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import FormatError, InputError, JobFailed, NotFoundError, UnknownNameError
 from ..units import Units
+from .store import Store, open_store
 
 DATA_DIR = "data"  # only Parquet in here, so `pd.read_parquet(OUT/data)` reads it all
 TYPE = "corpus-manifest"
@@ -94,22 +94,25 @@ class CorpusManifest:
             raise FormatError(f"{path}: not a speechtok corpus manifest ({type(error).__name__}: {error})") from None
 
     @classmethod
-    def read(cls, path: Path) -> CorpusManifest:
+    def read(cls, store: Store, name: str) -> CorpusManifest:
+        where = store.location(name)
         try:
-            return cls.from_dict(json.loads(path.read_text()), path)
+            return cls.from_dict(json.loads(store.read_text(name)), where)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise FormatError(f"{path}: not valid JSON ({error}); the corpus directory is damaged") from None
+            raise FormatError(f"{where}: not valid JSON ({error}); the corpus directory is damaged") from None
 
 
-def read_manifests(directory: Path) -> list[CorpusManifest]:
-    """Every rank's manifest, checked to be complete (all ranks of the job finished)."""
-    paths = sorted(directory.glob("manifest*.json"))
-    if not paths:
-        if not directory.is_dir():
+def read_manifests(directory: str | os.PathLike | Store) -> list[CorpusManifest]:
+    """Every rank's manifest, checked to be complete (all ranks of the job finished). `directory`:
+    a local directory or an object store URL (`store.open_store`)."""
+    store = open_store(directory) if isinstance(directory, (str, os.PathLike)) else directory
+    names = store.glob("manifest*.json")
+    if not names:
+        if not store.is_dir():
             raise NotFoundError(f"{directory}: no such directory")
         raise InputError(f"{directory}: no manifest.json; not a finished speechtok corpus job (re-run the "
                          "command that writes it to finish it)")
-    manifests = [CorpusManifest.read(p) for p in paths]
+    manifests = [CorpusManifest.read(store, name) for name in names]
     nshard = manifests[0].job.get("nshard", 1)
     ranks = {m.rank for m in manifests}
     if any(m.job != manifests[0].job for m in manifests):
@@ -123,8 +126,9 @@ def read_manifests(directory: Path) -> list[CorpusManifest]:
 class TokenizedCorpus:
     """A finished `speechtok tokenize` output directory."""
 
-    def __init__(self, directory: Path, manifests: Sequence[CorpusManifest]):
-        self.directory = directory
+    def __init__(self, directory: str | os.PathLike, manifests: Sequence[CorpusManifest]):
+        self.store = open_store(directory)
+        self.directory = self.store.where
         self.manifests = list(manifests)
         first = self.manifests[0]
         self.streams: list[str] = list(first.streams or [])
@@ -139,7 +143,7 @@ class TokenizedCorpus:
 
     @classmethod
     def open(cls, directory: str | os.PathLike) -> TokenizedCorpus:
-        directory = Path(directory)
+        """`directory`: a local directory or an object store URL (`s3://bucket/corpus`)."""
         manifests = read_manifests(directory)
         if manifests[0].kind != "tokenize":
             raise InputError(f"{directory}: holds `{manifests[0].kind}` output, not tokens")
@@ -151,10 +155,11 @@ class TokenizedCorpus:
         return sum(m.errors for m in self.manifests)
 
     @property
-    def shard_files(self) -> list[Path]:
-        """The shard files in input order: each covers a contiguous span of input indices."""
+    def shard_files(self) -> list[Path | str]:
+        """The shard files (paths, or URLs on an object store) in input order: each covers a
+        contiguous span of input indices."""
         records = sorted((s for m in self.manifests for s in m.shards), key=lambda s: s.first_index)
-        return [self.directory / s.file for s in records]
+        return [self.store.location(s.file) for s in records]
 
     def __len__(self) -> int:
         return sum(m.rows for m in self.manifests)
@@ -172,9 +177,9 @@ class TokenizedCorpus:
     def vocab_size(self, stream: str) -> int:
         return self.vocab_sizes[self.streams.index(stream)]
 
-    def _read(self, path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    def _read(self, path: Path | str, columns: Sequence[str] | None = None) -> pa.Table:
         try:
-            return pq.read_table(path, columns=None if columns is None else list(columns))
+            return self.store.read_table(path, columns=None if columns is None else list(columns))
         except (OSError, pa.ArrowException) as error:
             raise JobFailed(f"{path}: a damaged shard ({type(error).__name__}: {error}); delete it and re-run "
                             "the tokenize command to redo it") from None
@@ -200,7 +205,7 @@ class TokenizedCorpus:
         return {"streams": self.streams, "frame_rate": self.frame_rate, "vocab_sizes": self.vocab_sizes,
                 "sample_rate": self.sample_rate}
 
-    def iter_units(self, shards: Sequence[Path] | None = None) -> Iterator[tuple[str, Units]]:
+    def iter_units(self, shards: Sequence[Path | str] | None = None) -> Iterator[tuple[str, Units]]:
         """(id, Units) of every utterance (of `shards`, default all), shard by shard (memory: one
         shard). Deduplicated corpora give Units with durations (one stream only: streams were
         deduplicated apart)."""
@@ -213,7 +218,7 @@ class TokenizedCorpus:
                              "on its own; such rows do not make one Units (select a stream with sequences())")
         return ["id", "num_samples", *self.streams] + ([f"{self.streams[0]}_durations"] if self.dedup else [])
 
-    def _units(self, columns: list[str], shards: Sequence[Path]) -> Iterator[tuple[str, Units]]:
+    def _units(self, columns: list[str], shards: Sequence[Path | str]) -> Iterator[tuple[str, Units]]:
         meta = self.row_meta()
         for path in shards:
             for row in self._read(path, columns).to_pylist():

@@ -1,8 +1,13 @@
-"""Audio files named by fsspec URLs (`s3://`, `gs://`, `hf://`, `https://`, ...) as corpus inputs.
+"""Audio files and containers named by fsspec URLs (`s3://`, `gs://`, `hf://`, `https://`, ...) as
+corpus inputs.
 
 An input URL is a file, a prefix (every audio file under it, ids relative to it without the
-extension, as for a local directory) or a glob. Each file is fetched whole with fsspec and
-decoded from memory (see `fetch_url`).
+extension, as for a local directory) or a glob. Each audio file is fetched whole with fsspec and
+decoded from memory (see `fetch_url`). Containers among them (Parquet files of a Hugging Face
+dataset, WebDataset .tar shards) are copied whole into the local cache (`cached_copy`), which
+reading a row group or a member in place needs, and read like local ones.
+A Hugging Face hub dataset is the URL of its repository, `hf://datasets/<org>/<name>` (or a
+folder or glob inside it, `hf://datasets/<org>/<name>/data/train-*.parquet`): its Parquet files.
 Credentials and endpoints are the file system's own: for S3, the usual AWS variables and files
 (`AWS_PROFILE`, `AWS_ENDPOINT_URL` for S3-compatible servers); S3 needs `pip install s3fs`, GCS
 `gcsfs`.
@@ -11,10 +16,16 @@ Credentials and endpoints are the file system's own: for S3, the usual AWS varia
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
+import os
+from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import InputError, NotFoundError
+from ..hub import cache_dir
+
+CONTAINER_EXTENSIONS = (".parquet", ".tar")
 
 
 def is_url(text: str) -> bool:
@@ -23,7 +34,7 @@ def is_url(text: str) -> bool:
     return bool(sep) and scheme.isidentifier() and scheme != "file"
 
 
-def _file_system(url: str):
+def file_system(url: str):
     import fsspec
 
     try:
@@ -34,9 +45,10 @@ def _file_system(url: str):
         raise InputError(f"{url}: {error}") from None
 
 
-def list_url(url: str) -> list[tuple[str, str]]:
-    """(id, url) of the audio files `url` names: itself, the files under it, or a glob's matches."""
-    fs, path = _file_system(url)
+def list_url(url: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """What `url` names (itself, the files under it, or a glob's matches): (id, url) of its audio
+    files, and the URLs of its containers."""
+    fs, path = file_system(url)
     try:
         if glob.has_magic(path):
             found, base = sorted(fs.glob(path)), None
@@ -49,20 +61,47 @@ def list_url(url: str) -> list[tuple[str, str]]:
     if found is None:  # raised here, not in the try: NotFoundError is an OSError, which it would re-label
         raise NotFoundError(f"{url}: no such file or prefix")
     audio = [p for p in found if p.lower().endswith(AUDIO_EXTENSIONS)]
-    if not audio:
-        raise InputError(f"{url}: names no audio files")
+    containers = [fs.unstrip_protocol(p) for p in found if p.lower().endswith(CONTAINER_EXTENSIONS)]
+    if not audio and not containers:
+        raise InputError(f"{url}: names no audio files, Parquet files or .tar shards")
 
     def ident(p: str) -> str:
         name = p[len(base):] if base and p.startswith(base) else fs.unstrip_protocol(p)
         return name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
 
-    return [(ident(p), fs.unstrip_protocol(p)) for p in audio]  # http(s) paths keep their scheme: not added twice
+    # http(s) paths keep their scheme: not added twice
+    return [(ident(p), fs.unstrip_protocol(p)) for p in audio], containers
+
+
+def cached_copy(url: str) -> Path:
+    """A local copy of the file at `url`, under $SPEECHTOK_CACHE/remote, fetched once: kept while
+    the object's size and version (ETag, or modification time) stay the same. Written under a
+    temporary name, so a copy that exists is whole."""
+    fs, path = file_system(url)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"{url}: no such file") from None
+    version = str(info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or "")
+    key = hashlib.sha256(f"{url}\n{info.get('size')}\n{version}".encode()).hexdigest()[:24]
+    target = cache_dir() / "remote" / key / url.rstrip("/").rsplit("/", 1)[-1]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+        try:
+            fs.get_file(path, str(tmp))
+            os.replace(tmp, target)
+        except OSError as error:
+            raise InputError(f"{url}: cannot be fetched ({type(error).__name__}: {error})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
 
 
 def fetch_url(url: str) -> io.BytesIO:
     """The object at `url`, fetched whole into memory. Not handed to libsndfile as a remote file:
     its read callbacks swallow exceptions, so a network error mid-file would read as the end of
     the audio (a silently shortened utterance); here it raises, and the input is recorded as failed."""
-    fs, path = _file_system(url)
+    fs, path = file_system(url)
     with fs.open(path, "rb") as f:
         return io.BytesIO(f.read())

@@ -18,9 +18,8 @@ import hashlib
 import json
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,9 +33,9 @@ from .inputs import Utterance
 from .lock import LOCK_FILE, hold
 from .manifest import DATA_DIR, CorpusManifest, ShardRecord
 from .reader import Loaded
+from .remote import is_url
 from .runner import JobResult, Work, error_record
-
-CHUNK_BYTES = 1 << 22  # read 4 MiB at a time when hashing a shard
+from .store import atomic_write_text, file_digest, open_store
 
 DEFAULT_SHARD_SIZE = 1000  # utterances per Parquet file (a few hours of speech)
 JOB_FILE = "job.json"
@@ -61,37 +60,8 @@ def utterance_digest(utterances: Sequence[Utterance]) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_writer(path) as out:
-        out.write(text)
-
-
-@contextmanager
-def atomic_writer(path: Path) -> Iterator[TextIO]:
-    """A text file written under a temporary name and renamed to `path` when the block ends
-    without an error (so `path` is complete or absent); on an error the temporary file is removed."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            yield out
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
 def rank_suffix(rank: int, nshard: int) -> str:
     return "" if nshard == 1 else f"-{rank}-of-{nshard}"
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    """(bytes, sha256) of a file."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK_BYTES):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
 
 
 def job_signature(signature: dict, utterances: Sequence[Utterance], nshard: int = 1,
@@ -102,7 +72,8 @@ def job_signature(signature: dict, utterances: Sequence[Utterance], nshard: int 
 
 
 class ParquetShards:
-    """Parquet shards of `shard_size` utterances under `out/data`, resumable (module docstring)."""
+    """Parquet shards of `shard_size` utterances under `out/data`, resumable (module docstring).
+    `out` is a local directory or an object store URL (`store.open_store`)."""
 
     needs_every_input = False
 
@@ -110,7 +81,8 @@ class ParquetShards:
                  nshard: int = 1, shard_size: int = DEFAULT_SHARD_SIZE, metadata: dict | None = None):
         if shard_size < 1:
             raise InputError("shard_size must be at least 1")
-        self.out = Path(out)
+        self.out = out
+        self.store = open_store(out)
         self.signature = signature
         self.rank, self.nshard, self.shard_size = rank, nshard, shard_size
         self.schema = pa.schema(BASE_FIELDS + fields)
@@ -124,82 +96,87 @@ class ParquetShards:
     def shard_name(self, i: int) -> str:
         return f"part-{self.rank:03d}-{i:05d}.parquet"
 
-    def shard_path(self, name: str) -> Path:
-        return self.out / DATA_DIR / name
+    @staticmethod
+    def _shard(name: str) -> str:
+        return f"{DATA_DIR}/{name}"
+
+    @staticmethod
+    def _record(name: str) -> str:
+        return f"{STATE_DIR}/{name}.json"
+
+    @staticmethod
+    def _shard_errors(name: str) -> str:
+        return f"{STATE_DIR}/{name}.errors.jsonl"
 
     def _claim(self) -> None:
         """Create OUT or check it holds this same job; drop what a killed run left half-written."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / STATE_DIR).mkdir(exist_ok=True)
-        (self.out / DATA_DIR).mkdir(exist_ok=True)
+        self.store.makedirs(STATE_DIR, DATA_DIR)
         with hold(self.out, ".job.lock", wait=True):  # one job.json check at a time
             self._check_job()
         for folder in (DATA_DIR, STATE_DIR):
-            for stale in (self.out / folder).glob(f"part-{self.rank:03d}-*.tmp"):
-                stale.unlink()
+            for stale in self.store.glob(f"{folder}/part-{self.rank:03d}-*.tmp"):
+                self.store.remove(stale)
 
     def _check_job(self) -> None:
-        job_file = self.out / JOB_FILE
-        if job_file.exists():
+        where = self.store.location(JOB_FILE)
+        if self.store.exists(JOB_FILE):
             try:
-                previous = json.loads(job_file.read_text())
+                previous = json.loads(self.store.read_text(JOB_FILE))
             except ValueError as error:
-                raise JobFailed(f"{job_file}: damaged ({error}); it records which job OUT holds, so OUT cannot be "
+                raise JobFailed(f"{where}: damaged ({error}); it records which job OUT holds, so OUT cannot be "
                                 "resumed safely: choose another output directory") from None
             if previous != self.signature:
                 changed = sorted(k for k in set(previous) | set(self.signature) if previous.get(k) != self.signature.get(k))
                 raise InputError(
-                    f"{self.out} holds the output of a different job (differs in: {', '.join(changed)}). "
+                    f"{self.store} holds the output of a different job (differs in: {', '.join(changed)}). "
                     "Re-run with the same arguments to resume it, or choose another output directory."
                 )
         else:
-            atomic_write_text(job_file, json.dumps(self.signature, indent=2) + "\n")
+            self.store.write_text(JOB_FILE, json.dumps(self.signature, indent=2) + "\n")
 
     def pending(self, indices: range, result: JobResult) -> list[Work]:
         self._claim()
         starts = range(indices.start, indices.stop, self.shard_size)
         self._all = [Work(self.shard_name(i), range(s, min(s + self.shard_size, indices.stop)))
                      for i, s in enumerate(starts)]
+        finished = set(self.store.glob(f"{DATA_DIR}/part-{self.rank:03d}-*.parquet"))  # one listing, not one per shard
         todo = []
         for work in self._all:
-            path = self.shard_path(work.name)
-            if path.exists():
+            if self._shard(work.name) in finished:
                 damage = self._damage(work.name)
                 if damage is None:
                     continue
-                path.unlink()  # damaged: redone below, like a shard that was never written
+                self.store.remove(self._shard(work.name))  # damaged: redone below, like a shard never written
                 result.redone.append(f"{work.name} ({damage})")
             todo.append(work)
         result.skipped_shards = len(self._all) - len(todo)
         return todo
 
-    def _record_path(self, name: str) -> Path:
-        return self.out / STATE_DIR / (name + ".json")
-
     def _damage(self, name: str) -> str | None:
         """Why a finished shard is not what was committed, or None if it is."""
-        path, record_path = self.shard_path(name), self._record_path(name)
-        if not record_path.exists():  # written before shards had records: the footer must read
+        shard, record_name = self._shard(name), self._record(name)
+        if not self.store.exists(record_name):  # written before shards had records: the footer must read
             try:
-                pq.read_metadata(path)
+                with self.store.open(shard) as f:
+                    pq.read_metadata(f)
             except (OSError, pa.ArrowException):
                 return "unreadable"
             return None
         try:
-            record = json.loads(record_path.read_text())
+            record = json.loads(self.store.read_text(record_name))
             recorded_bytes, recorded_sha256 = int(record["bytes"]), str(record["sha256"])
         except (ValueError, KeyError, TypeError):
-            return f"its record {record_path.name} is damaged"
-        size = path.stat().st_size
+            return f"its record {name}.json is damaged"
+        size = self.store.size(shard)
         if size != recorded_bytes:
             return f"{size} bytes, {recorded_bytes} were written"
-        if file_digest(path)[1] != recorded_sha256:
+        sha256 = self.store.sha256(shard)
+        if sha256 is not None and sha256 != recorded_sha256:
             return "its sha256 differs from the one recorded when it was written"
         return None
 
     def begin(self, work: Work) -> None:
-        tmp = self.shard_path(work.name + ".tmp")
-        self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+        self._writer = pq.ParquetWriter(self.store.staged(self._shard(work.name)), self.schema, compression="zstd")
         self._errors = []
         self._rows = 0
 
@@ -223,53 +200,56 @@ class ParquetShards:
     def commit(self, work: Work) -> None:
         self._writer.close()
         self._writer = None
-        tmp = self.shard_path(work.name + ".tmp")
-        size, sha256 = file_digest(tmp)
+        shard = self._shard(work.name)
+        size, sha256 = file_digest(self.store.staged(shard))
         # The error list and the record are committed first: a shard file that exists always has
         # both beside it.
-        errors = self.out / STATE_DIR / (work.name + ".errors.jsonl")
-        atomic_write_text(errors, "".join(json.dumps(e) + "\n" for e in self._errors))
-        record = {"rows": self._rows, "bytes": size, "sha256": sha256}
-        atomic_write_text(self._record_path(work.name), json.dumps(record) + "\n")
-        os.replace(tmp, self.shard_path(work.name))
+        self.store.write_text(self._shard_errors(work.name), "".join(json.dumps(e) + "\n" for e in self._errors))
+        self.store.write_text(self._record(work.name), json.dumps({"rows": self._rows, "bytes": size,
+                                                                    "sha256": sha256}) + "\n")
+        self.store.publish(shard)
 
     def abort(self) -> None:
-        """The `.tmp` of the unfinished shard stays until the next run removes it."""
+        """The unfinished shard's staged file stays until the next run removes it (object stores:
+        the staging directory goes, nothing was uploaded)."""
         writer, self._writer = self._writer, None
         if writer is not None:
             try:
                 writer.close()
             except Exception:  # noqa: BLE001 - the error that stopped the job is the one to report
                 pass
+        self.store.close()
 
     def finish(self, result: JobResult) -> None:
         suffix = rank_suffix(self.rank, self.nshard)
         records = []
         for work in self._all:
-            path = self.shard_path(work.name)
-            errors_text = (self.out / STATE_DIR / (work.name + ".errors.jsonl")).read_text()
+            shard = self._shard(work.name)
+            errors_text = self.store.read_text(self._shard_errors(work.name))
             shard_errors = [json.loads(line) for line in errors_text.splitlines() if line]
             result.errors += shard_errors
-            record_path = self._record_path(work.name)
-            if record_path.exists():
-                record = json.loads(record_path.read_text())
+            if self.store.exists(self._record(work.name)):
+                record = json.loads(self.store.read_text(self._record(work.name)))
                 rows, size, sha256 = record["rows"], record["bytes"], record["sha256"]
             else:  # a shard committed before shards had records
                 try:
-                    rows = pq.ParquetFile(path).metadata.num_rows
+                    with self.store.open(shard) as f:
+                        rows = pq.ParquetFile(f).metadata.num_rows
                 except (OSError, pa.ArrowException) as error:
-                    raise JobFailed(f"{path}: a damaged shard ({error}); delete it and run the command again") from None
-                size, sha256 = path.stat().st_size, None
+                    raise JobFailed(f"{self.store.location(shard)}: a damaged shard ({error}); delete it and run "
+                                    "the command again") from None
+                size, sha256 = self.store.size(shard), None
             result.bytes += size
-            records.append(ShardRecord(f"{DATA_DIR}/{work.name}", rows, len(shard_errors), work.indices.start,
+            records.append(ShardRecord(shard, rows, len(shard_errors), work.indices.start,
                                        work.indices.stop, size, sha256))
-            result.shards.append(f"{DATA_DIR}/{work.name}")
-        atomic_write_text(self.out / f"errors{suffix}.jsonl", "".join(json.dumps(e) + "\n" for e in result.errors))
+            result.shards.append(shard)
+        self.store.write_text(f"errors{suffix}.jsonl", "".join(json.dumps(e) + "\n" for e in result.errors))
         manifest = CorpusManifest(
             speechtok_version=__version__, command=list(sys.argv), job=self.signature, rank=self.rank,
             rows=sum(r.rows for r in records), errors=len(result.errors),
             schema={f.name: str(f.type) for f in self.schema}, shards=records, **self.metadata)
-        atomic_write_text(self.out / f"manifest{suffix}.json", json.dumps(manifest.to_dict(), indent=2) + "\n")
+        self.store.write_text(f"manifest{suffix}.json", json.dumps(manifest.to_dict(), indent=2) + "\n")
+        self.store.close()
 
 
 class NpyAppender:
@@ -307,6 +287,9 @@ class FairseqArrays:
     needs_every_input = True
 
     def __init__(self, out: str | os.PathLike, split: str, dims: dict[str, int], rank: int = 0, nshard: int = 1):
+        if is_url(os.fspath(out)):
+            raise InputError(f"{out}: fairseq's feature files are written to a local directory (their .npy grows "
+                             "in place); use --format parquet for an object store")
         self.out, self.dims = Path(out), dims
         self.stem = f"{split}_{rank}_{nshard}"
         self.lock_name = f"{LOCK_FILE}-{self.stem}"
