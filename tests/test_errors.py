@@ -199,3 +199,43 @@ def test_resume_reports_kept_shards_and_redoes_a_shard_whose_record_is_damaged(m
     (out / "job.json").write_text("{not json")
     broken = CliRunner().invoke(app, ["tokenize", *map(str, args)])
     assert broken.exit_code == 3 and "job.json" in broken.output and "Traceback" not in broken.output
+
+
+def test_long_files_are_encoded_as_they_are_read_with_the_same_tokens(mfcc_tokenizer, speech_waves, tmp_path,
+                                                                        monkeypatch):
+    # files longer than the streaming threshold (made small here) are read block by block as they are
+    # encoded; their rows equal those of reading them whole, and a file that turns out bad half-way
+    # is recorded as failed, not a crashed job
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    import speechtok.corpus.reader as reader
+    import speechtok.corpus.tokenize as tokenize
+
+    joined = np.concatenate(speech_waves)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    long = np.tile(joined, 60)[: 16000 * 300]  # 218 s at 22.05 kHz: two blocks of MFCC frames
+    sf.write(audio / "long.flac", np.stack([long, long * 0.5], 1), 22050)  # resampled as it is read
+    sf.write(audio / "short.wav", joined[:16000], 16000)
+    bad = np.tile(joined, 3)[: 16000 * 12].astype(np.float32)
+    bad[16000 * 9] = np.nan  # met only after the first blocks have been encoded
+    sf.write(audio / "nan.wav", bad, 16000, subtype="FLOAT")
+
+    streamed = []
+    encode_stream = speechtok.Tokenizer.encode_stream
+    monkeypatch.setattr(speechtok.Tokenizer, "encode_stream",
+                        lambda self, pieces: streamed.append(1) or encode_stream(self, pieces))
+    monkeypatch.setattr(reader, "STREAM_MIN_BYTES", 0)
+    rows = {}
+    for name, threshold in [("whole", 1e9), ("streamed", 5.0)]:
+        monkeypatch.setattr(tokenize, "STREAM_SECONDS", threshold)
+        result = CliRunner().invoke(app, ["tokenize", str(audio), "-t", str(mfcc_tokenizer), "-o",
+                                          str(tmp_path / name), "-q"])
+        assert result.exit_code == 1, result.output  # nan.wav failed
+        rows[name] = {r["id"]: r for r in pq.read_table(tmp_path / name / "data").to_pylist()}
+        errors = [json.loads(line) for line in (tmp_path / name / "errors.jsonl").read_text().splitlines()]
+        assert [(e["id"], e["reason"]) for e in errors] == [("nan", "contains NaN or Inf samples")]
+    assert len(streamed) == 2  # long.flac and nan.wav; short.wav was read whole
+    assert rows["streamed"] == rows["whole"] and sorted(rows["whole"]) == ["long", "short"]
+    assert rows["streamed"]["long"]["num_samples"] == len(speechtok.load_audio(audio / "long.flac", 16000))

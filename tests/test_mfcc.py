@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from speechtok import MFCCEncoder
 
@@ -125,3 +126,41 @@ def test_long_waves_are_computed_in_blocks_with_the_same_frames(monkeypatch):
     # frame-local: the same frames, up to the float32 rounding of a matrix product of another height
     np.testing.assert_allclose(KaldiMfcc(SR)(wave).numpy(), whole.numpy(), rtol=0, atol=1e-5)
     assert KaldiMfcc(SR)(wave[:399]).shape == (0, 13)  # shorter than a window: no frames
+
+
+@pytest.mark.parametrize("pieces", [1, 7, 400])
+def test_a_wave_given_in_pieces_has_the_whole_waves_features(monkeypatch, speech_waves, pieces):
+    # what long files streamed through a job get: pieces of any size, several blocks of frames,
+    # deltas across block edges and at both ends of the wave
+    from speechtok.encoders.mfcc import KaldiMfcc
+
+    monkeypatch.setattr(KaldiMfcc, "BLOCK_FRAMES", 53)
+    encoder = MFCCEncoder()
+    wave = np.concatenate(speech_waves)[: SR * 4 + 123]
+    whole = encoder.forward_batch([wave])[0]["mfcc"]
+    blocks = [b["mfcc"] for b in encoder.feature_blocks(np.array_split(wave, pieces))]
+    assert len(blocks) > 3 and all(len(b) for b in blocks)
+    assert torch.equal(torch.cat(blocks), whole)  # bit for bit, not only close
+    short = wave[:SR // 20]  # fewer frames than the deltas' context
+    assert torch.equal(torch.cat([b["mfcc"] for b in encoder.feature_blocks([short[:300], short[300:]])]),
+                       encoder.forward_batch([short])[0]["mfcc"])
+
+
+def test_files_computed_together_get_their_own_features_and_tokens(varied_waves):
+    # short files are computed a batch at a time (MFCC frames, deltas, k-means assignment): each
+    # must get exactly what it gets alone, tiny files (1-3 frames) included
+    from speechtok import KMeans, Tokenizer
+    from speechtok.encoders.mfcc import deltas
+
+    encoder = MFCCEncoder()
+    waves = [w for w in varied_waves] + [varied_waves[0][:400], varied_waves[1][:560], varied_waves[2][:881]]
+    together = encoder.forward_batch(waves)
+    for wave, features in zip(waves, together):
+        ceps = encoder.kaldi(wave)  # one wave, its own blocks: the reference computation
+        d = deltas(ceps)
+        assert torch.equal(features["mfcc"], torch.cat([ceps, d, deltas(d)], dim=1))
+    assert [len(f["mfcc"]) for f in together[-3:]] == [1, 2, 4]
+    tok = Tokenizer(encoder, {"mfcc": KMeans.fit(torch.cat([f["mfcc"] for f in together]), 40, seed=0)})
+    batched = tok.encode_batch(waves, sample_rate=SR)
+    for wave, units in zip(waves, batched):
+        assert np.array_equal(units.codes, tok.encode(wave, sample_rate=SR).codes)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable, Iterator, Union
 
 import numpy as np
 import soundfile as sf
@@ -60,6 +61,12 @@ class Reading:
                  duration: float | None = None, name: str | None = None) -> np.ndarray:
         wave = load_audio(source, self.sample_rate, sample_rate, self.min_samples, name, start=start, duration=duration)
         return wave if self.prepare is None else self.prepare(wave)
+
+    @property
+    def streamable(self) -> bool:
+        """Whether a file can be read as it is encoded (`stream_file`): nothing is done to the
+        whole utterance."""
+        return self.prepare is None
 
 
 def readable(text: str) -> str:
@@ -152,47 +159,90 @@ def _read_file(path: Path | BinaryIO, label: str, target_rate: int, start: float
                duration: float | None = None) -> tuple[np.ndarray, int]:
     """(mono float32 at `target_rate`, the file's rate) of `path` (or an open binary file of
     encoded audio, e.g. bytes from a container) or its segment."""
+    with _open(path, label, start, duration) as f:
+        # libsndfile knows the length (capped: a format that does not would ask for absurd sizes)
+        output = _Output(min(_output_length(f, target_rate, start, duration) + 64, 1 << 27))
+        for block in _blocks(f, label, target_rate, start, duration):
+            output.append(block)
+    return output.array(), int(f.samplerate)
+
+
+def stream_file(path: str | os.PathLike, target_rate: int, start: float | None = None, duration: float | None = None,
+                name: str | None = None) -> tuple[int, Iterator[np.ndarray]]:
+    """(the length `load_audio` would give, an iterator of its samples) for the file at `path` (or
+    its segment), read block by block when the iterator is consumed: for files too long to hold. The
+    blocks are `load_audio`'s output in pieces, with the same checks (raised as they are met)."""
+    label = name or describe(path)
+    with _open(Path(path), label, start, duration) as f:
+        length = _output_length(f, target_rate, start, duration)
+
+    def blocks() -> Iterator[np.ndarray]:
+        with _open(Path(path), label, start, duration) as f:
+            yield from _blocks(f, label, target_rate, start, duration)
+
+    return length, blocks()
+
+
+@contextmanager
+def _open(path: Path | BinaryIO, label: str, start: float | None, duration: float | None) -> Iterator[sf.SoundFile]:
+    """The file, checked (a path that is a file, a rate, a segment inside it), as an open SoundFile."""
     if isinstance(path, Path):
         _check_path(path, label)
     if (start or 0) < 0 or (duration is not None and duration <= 0):
         raise AudioError(label, f"invalid segment start={start} duration={duration} (seconds)")
     try:
         # a path by its bytes: a name that is not valid UTF-8 (held as surrogates by Python) still opens
-        with sf.SoundFile(os.fsencode(path) if isinstance(path, Path) else path) as f:
-            rate = f.samplerate
-            _check_rate(rate, label)
-            first = round((start or 0) * rate)
-            if first and f.frames > 0 and first >= f.frames:
-                raise AudioError(label, f"segment starts at {start} s, after the end ({f.frames / rate:.3f} s)")
-            if first:
-                f.seek(first)
-            remaining = -1 if duration is None else round(duration * rate)
-            # 64-bit float files are read as such, so their magnitude is checked before the cast
-            dtype = "float64" if f.subtype == "DOUBLE" else "float32"
-            stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32")
-            wanted = f.frames - first if remaining < 0 else min(remaining, f.frames - first)
-            # libsndfile knows the length (capped: a format that does not would ask for absurd sizes)
-            output = _Output(min(math.ceil(max(wanted, 0) * target_rate / rate) + 64, 1 << 27))
-            frames = 0
-            while remaining != 0:
-                block = f.read(BLOCK_FRAMES if remaining < 0 else min(BLOCK_FRAMES, remaining), dtype=dtype,
-                               always_2d=True)
-                remaining = max(remaining - len(block), 0) if remaining > 0 else remaining
-                last = len(block) < BLOCK_FRAMES or remaining == 0
-                frames += len(block)
-                if len(block):
-                    _check_samples(block, label)
-                mono = _to_mono(block).astype(np.float32)
-                output.append(mono if stream is None else stream.resample_chunk(mono, last=last))
-                if last:
-                    break
+        f = sf.SoundFile(os.fsencode(path) if isinstance(path, Path) else path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioError(label, f"unreadable or corrupt audio ({err})") from None
+    with f:
+        _check_rate(f.samplerate, label)
+        first = round((start or 0) * f.samplerate)
+        if first and f.frames > 0 and first >= f.frames:
+            raise AudioError(label, f"segment starts at {start} s, after the end ({f.frames / f.samplerate:.3f} s)")
+        yield f
+
+
+def _output_length(f: sf.SoundFile, target_rate: int, start: float | None, duration: float | None) -> int:
+    """About how many samples at `target_rate` the file (segment) gives (what libsndfile says)."""
+    first = round((start or 0) * f.samplerate)
+    wanted = f.frames - first if duration is None else min(round(duration * f.samplerate), f.frames - first)
+    return math.ceil(max(wanted, 0) * target_rate / f.samplerate)
+
+
+def _blocks(f: sf.SoundFile, label: str, target_rate: int, start: float | None,
+            duration: float | None) -> Iterator[np.ndarray]:
+    """The samples of an open file (segment), checked, downmixed and resampled BLOCK_FRAMES at a
+    time."""
+    rate = f.samplerate
+    frames = 0
+    try:
+        first = round((start or 0) * rate)
+        if first:
+            f.seek(first)
+        remaining = -1 if duration is None else round(duration * rate)
+        # 64-bit float files are read as such, so their magnitude is checked before the cast
+        dtype = "float64" if f.subtype == "DOUBLE" else "float32"
+        stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32")
+        while remaining != 0:
+            block = f.read(BLOCK_FRAMES if remaining < 0 else min(BLOCK_FRAMES, remaining), dtype=dtype, always_2d=True)
+            remaining = max(remaining - len(block), 0) if remaining > 0 else remaining
+            last = len(block) < BLOCK_FRAMES or remaining == 0
+            frames += len(block)
+            if len(block):
+                _check_samples(block, label)
+            mono = _to_mono(block).astype(np.float32)
+            out = mono if stream is None else stream.resample_chunk(mono, last=last)
+            if len(out):
+                yield out
+            if last:
+                break
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         if isinstance(err, AudioError):
             raise
         raise AudioError(label, f"unreadable or corrupt audio ({err})") from None
     if frames == 0:
         raise AudioError(label, "no samples (empty audio)")
-    return output.array(), int(rate)
 
 
 def _check_path(path: Path, label: str) -> None:

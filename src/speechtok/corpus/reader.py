@@ -7,6 +7,7 @@ not depend on the corpus size.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,10 +15,34 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..audio import AudioError
+from ..audio import AudioError, stream_file
 from .containers import fetch
 from .inputs import Utterance
 from .remote import fetch_url, is_url
+
+STREAM_SECONDS = 600.0  # files longer than this are encoded as they are read, where the stage can
+STREAM_MIN_BYTES = 1 << 18  # smaller files cannot be that long (600 s of 6 kbit/s Opus is 450 kB): not opened to see
+
+
+@dataclass(frozen=True)
+class WaveStream:
+    """A long file's prepared audio, read a block at a time when `blocks()` is consumed: what a
+    Loaded holds instead of the array when the stage encodes as it reads (`AudioReader` with
+    `stream_seconds`). Picklable: the file's name, not its samples. `len()` is libsndfile's length,
+    converted; the exact count is known once it has been read."""
+
+    path: str
+    sample_rate: int
+    start: float | None
+    duration: float | None
+    name: str
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        return stream_file(self.path, self.sample_rate, self.start, self.duration, self.name)[1]
 
 
 @dataclass
@@ -29,7 +54,7 @@ class Loaded:
 
     utterance: Utterance
     index: int  # position in the job's input list
-    wave: np.ndarray | None = None
+    wave: np.ndarray | WaveStream | None = None
     error: str | None = None
     num_samples: int = 0
 
@@ -45,13 +70,18 @@ class Loaded:
 class AudioReader:
     """Turns utterances into prepared waves with `read` (a front end's `audio.Reading`:
     `read(source, sample_rate, start=..., duration=..., name=...)`); a plain callable stage. Audio
-    inside a container is fetched first (`containers.fetch`)."""
+    inside a container is fetched first (`containers.fetch`). With `stream_seconds`, a local file
+    longer than that is not read here: its Loaded holds a `WaveStream` (for stages that encode as
+    they read, so memory does not grow with the file)."""
 
-    def __init__(self, read: Callable[..., np.ndarray]):
+    def __init__(self, read: Callable[..., np.ndarray], stream_seconds: float | None = None):
         self.read = read
+        self.stream_samples = None if stream_seconds is None else int(stream_seconds * read.sample_rate)
 
     def __call__(self, utterance: Utterance, index: int) -> Loaded:
         try:
+            if self.stream_samples is not None and (stream := self._stream(utterance)) is not None:
+                return Loaded(utterance, index, wave=stream)
             source, rate = _source(utterance)
             wave = self.read(source, rate, start=utterance.start, duration=utterance.duration, name=utterance.describe())
         except AudioError as error:
@@ -59,6 +89,19 @@ class AudioReader:
         except Exception as error:  # noqa: BLE001 - one odd file (vanished, huge, odd rate) must not stop a corpus
             return Loaded(utterance, index, error=f"{type(error).__name__}: {error}")
         return Loaded(utterance, index, wave=wave)
+
+
+    def _stream(self, utterance: Utterance) -> WaveStream | None:
+        """A WaveStream for a plain local file longer than `stream_samples`, else None."""
+        path = utterance.path
+        if utterance.member is not None or is_url(path) or not os.path.isfile(path) \
+                or os.path.getsize(path) < STREAM_MIN_BYTES:
+            return None
+        name = utterance.describe()
+        length, _ = stream_file(path, self.read.sample_rate, utterance.start, utterance.duration, name)
+        if length <= self.stream_samples:
+            return None
+        return WaveStream(path, self.read.sample_rate, utterance.start, utterance.duration, name, length)
 
 
 def _source(utterance: Utterance):

@@ -22,11 +22,11 @@ stops it with `FilesFailed`, the same error in every job and engine.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -74,7 +74,7 @@ def window_samples(batch_seconds: float, sample_rate: int) -> int:
 class Sink(Protocol):
     """Where a corpus job's rows go."""
 
-    out: Path | None  # the directory it writes into, held by this job alone while it runs
+    out: str | os.PathLike | None  # the directory (or object store URL) it writes into, held by this job alone while it runs
     lock_name: str  # the lock file in `out` (ranks of one job write side by side, each under its own)
     needs_every_input: bool  # a bad input stops the job (e.g. fairseq's one-line-per-input files)
 
@@ -101,6 +101,10 @@ class Sink(Protocol):
 
 
 Stage = Callable[[list[np.ndarray]], list[dict]]  # prepared waves -> one row dict per wave
+# Besides its columns, a row may carry what is known of an input streamed through the stage (read
+# as it is encoded: `reader.WaveStream`) only once it has been read: the reason it failed, and its
+# exact length.
+ROW_ERROR, ROW_SAMPLES = "_error", "_num_samples"
 
 # What an engine gives `drive`: finished works, each with its windows in input order; a window is
 # its inputs and `rows_of(readable inputs)` (the local engine encodes only when asked, so --strict
@@ -224,18 +228,31 @@ class LocalEngine:
 def _deliver(window: list[Loaded], rows_of, sink: Sink, strict: bool, result: JobResult, on_progress) -> None:
     good = [item for item in window if item.ok]
     bad = [item for item in window if not item.ok]
-    if bad and (strict or sink.needs_every_input):
-        first = bad[0]
-        why = ("this output needs a line per input; fix it or remove it from the manifest"
-               if sink.needs_every_input else "stopped at the first bad file (--strict)")
-        raise FilesFailed(f"{first.utterance.describe()}: {first.error} ({why})")
+    _stop_if_refused(bad, sink, strict)  # before encoding: --strict stops before the window is encoded
+    rows = rows_of(good) if good else []
+    for item, row in zip(good, rows):  # what is known of a streamed input only once it is read
+        item.num_samples = row.pop(ROW_SAMPLES, item.num_samples)
+        item.error = row.pop(ROW_ERROR, None)
+    if any(not item.ok for item in good):
+        late = [item for item in good if not item.ok]
+        _stop_if_refused(late, sink, strict)
+        bad += late
+        good, rows = [i for i in good if i.ok], [r for i, r in zip(good, rows) if i.ok]
     if bad:
         sink.failed(bad)
     if good:
-        sink.write(good, rows_of(good))
+        sink.write(good, rows)
     samples = sum(item.num_samples for item in good)
     result.ok += len(good)
     result.failed += len(bad)
     result.samples += samples
     if on_progress:
         on_progress(len(window), samples)
+
+
+def _stop_if_refused(bad: list[Loaded], sink: Sink, strict: bool) -> None:
+    if bad and (strict or sink.needs_every_input):
+        first = bad[0]
+        why = ("this output needs a line per input; fix it or remove it from the manifest"
+               if sink.needs_every_input else "stopped at the first bad file (--strict)")
+        raise FilesFailed(f"{first.utterance.describe()}: {first.error} ({why})")

@@ -15,12 +15,14 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from ..audio import AudioError
 from ..bpe import UnitBPE
 from ..errors import InputError
 from ..tokenizer import TokenizerBase
+from ..units import Units
 from .inputs import Utterance, shard_range
-from .reader import AudioReader
-from .runner import Engine, JobResult, LocalEngine, window_samples
+from .reader import STREAM_SECONDS, AudioReader, WaveStream
+from .runner import ROW_ERROR, ROW_SAMPLES, Engine, JobResult, LocalEngine, window_samples
 from .sinks import DEFAULT_SHARD_SIZE, ParquetShards, job_signature
 
 
@@ -58,14 +60,28 @@ class UnitsStage:
         self.dedup = dedup
         self.bpe = bpe
 
-    def __call__(self, waves: list[np.ndarray]) -> list[dict]:
+    def __call__(self, waves: list[np.ndarray | WaveStream]) -> list[dict]:
+        """Rows of prepared waves; a `WaveStream` is encoded as it is read (its row also says its
+        length, or why reading it failed: `runner.ROW_SAMPLES`, `ROW_ERROR`)."""
+        whole = iter(self.tokenizer.encode_waves([w for w in waves if not isinstance(w, WaveStream)]))
         rows = []
-        for units in self.tokenizer.encode_waves(waves):
-            row = units.to_row(self.dedup)  # cast to the columns' types (`unit_fields`) when written
-            if self.bpe is not None:
-                row[f"{self.bpe.stream}_bpe"] = self.bpe.encode(row[self.bpe.stream])
-            rows.append(row)
+        for wave in waves:
+            if not isinstance(wave, WaveStream):
+                rows.append(self._row(next(whole)))
+                continue
+            try:
+                units = self.tokenizer.encode_stream(wave.blocks())
+            except AudioError as error:
+                rows.append({ROW_ERROR: error.reason})
+                continue
+            rows.append({**self._row(units), ROW_SAMPLES: units.num_samples})
         return rows
+
+    def _row(self, units: Units) -> dict:
+        row = units.to_row(self.dedup)  # cast to the columns' types (`unit_fields`) when written
+        if self.bpe is not None:
+            row[f"{self.bpe.stream}_bpe"] = self.bpe.encode(row[self.bpe.stream])
+        return row
 
 
 class TokenizeParts:
@@ -77,6 +93,7 @@ class TokenizeParts:
                  device: str | None = None):
         self.load_args = tokenizer.load_args
         self.reading = tokenizer.reading
+        self.can_stream = tokenizer.can_stream
         self.batch_seconds = tokenizer.batch_seconds  # a runtime choice the caller may have changed
         self.dedup, self.bpe, self.device = dedup, bpe, device
         self._tokenizer: TokenizerBase | None = tokenizer if device is None else None
@@ -88,7 +105,8 @@ class TokenizeParts:
         return self._tokenizer
 
     def reader(self) -> AudioReader:
-        return AudioReader(self.reading)  # the front end's audio settings only: no model, no GPU
+        # the front end's audio settings only: no model, no GPU; long files are left to the stage
+        return AudioReader(self.reading, STREAM_SECONDS if self.can_stream else None)
 
     def stage(self) -> UnitsStage:
         return UnitsStage(self.tokenizer(), self.dedup, self.bpe)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -34,11 +34,21 @@ class Encoder(ABC):
     # torch threads its batches (and what is computed on their features, e.g. k-means assignment)
     # run with on a CPU; None: torch's default (all cores). Encoders whose every call is small set 1.
     cpu_threads: int | None = None
+    # whether `feature_blocks` encodes a wave given in pieces exactly as `forward_batch` does the whole
+    streaming: bool = False
+    # batches hold at least this much audio whatever the device's default (encoders whose per-call
+    # cost outweighs a short file's work, and that do not pad)
+    min_batch_seconds: float = 0.0
 
     @abstractmethod
     def forward_batch(self, waves: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Features of each wave (each within `chunk_samples`): {stream: [T, D]} on `device`.
         The result of a wave does not depend on the others in the batch."""
+
+    def feature_blocks(self, pieces: Iterable[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+        """The features of one prepared wave given in consecutive pieces, in consecutive blocks of
+        frames, equal to `forward_batch`'s of the whole wave (encoders with `streaming`)."""
+        raise NotImplementedError(f"{type(self).__name__} encodes whole utterances only")
 
     @abstractmethod
     def to_dict(self) -> dict:
@@ -71,15 +81,29 @@ class Encoder(ABC):
         fn: Callable[[dict[str, torch.Tensor]], R],
         batch_seconds: float | None = None,
         progress: Callable[[int], None] | None = None,
+        rowwise: bool = False,
     ) -> list[list[R]]:
         """`fn` of the features of every chunk of every prepared wave, batched by length
         (`batch_seconds` of padded audio; None: the device's default); per wave, the chunks'
-        results in order."""
-        budget = int(default_or(batch_seconds, self.device) * self.sample_rate)
+        results in order. `rowwise`: `fn` gives an array with a row per frame that depends on that
+        frame alone, so it is called once on a batch's frames together and its result split."""
+        seconds = max(default_or(batch_seconds, self.device), self.min_batch_seconds)
+        budget = int(seconds * self.sample_rate)
         pieces = windows.chunks([len(w) for w in waves], self.chunk_samples, self.min_samples)
 
+        # on one CPU thread a row's result does not depend on the rows beside it (runtime.rowwise);
+        # elsewhere (a GPU, several threads) each wave's frames keep a call of their own
+        batched = rowwise and self.device.type == "cpu" and self.cpu_threads == 1
+
+        def apply(features: list[dict[str, torch.Tensor]]) -> list[R]:
+            if not batched or len(features) == 1:
+                return [fn(f) for f in features]
+            counts = [len(f[self.streams[0]]) for f in features]
+            together = fn({s: torch.cat([f[s] for f in features]) for s in self.streams})
+            return list(np.split(together, np.cumsum(counts)[:-1]))
+
         def forward(batch: list[windows.Window]) -> list[R]:
-            results = [fn(f) for f in self.forward_batch([waves[w.item][w.start : w.stop] for w in batch])]
+            results = apply(self.forward_batch([waves[w.item][w.start : w.stop] for w in batch]))
             if progress is not None:
                 progress(sum(w.length for w in batch))
             return results

@@ -9,10 +9,12 @@ on float audio in [-1, 1], no CMVN; then deltas and delta-deltas (window 5, edge
 from __future__ import annotations
 
 import math
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ..runtime import rowwise
 from ..runtime.device import resolve_device
 from .base import Encoder
 
@@ -57,17 +59,51 @@ class KaldiMfcc:
         # file's features do not depend on anything else)
         for first in range(0, count, self.BLOCK_FRAMES):
             last = min(first + self.BLOCK_FRAMES, count)
-            piece = samples[first * self.shift : (last - 1) * self.shift + self.window]
-            out[first:last] = self._frames(piece.unfold(0, self.window, self.shift))
+            out[first:last] = self._block(samples[first * self.shift : (last - 1) * self.shift + self.window])
         return out
+
+    def many(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """`self(wave)` of each wave; the frames of short waves are computed together (one call per
+        batch, not per file: per-file calls were most of an MFCC job on short files). Equal to one
+        wave at a time: every op is row-wise (one torch thread: the encoder's `cpu_threads`)."""
+        counts = [max(0, 1 + (len(w) - self.window) // self.shift) for w in waves]
+        if sum(counts) > self.BLOCK_FRAMES or len(waves) == 1:
+            return [self(w) for w in waves]
+        frames = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).unfold(0, self.window, self.shift)
+                  for w, n in zip(waves, counts) if n]
+        together = self._frames(torch.cat(frames)) if frames else torch.zeros(0, CEPSTRA)
+        return list(torch.split(together, counts))
+
+    def stream(self, pieces: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
+        """The frames of a wave given in consecutive pieces, BLOCK_FRAMES at a time: the same blocks,
+        so the same values, as `__call__` of the whole wave. Holds one block of samples."""
+        span = (self.BLOCK_FRAMES - 1) * self.shift + self.window  # the samples of a whole block
+        held: list[np.ndarray] = []
+        size = 0
+        for piece in pieces:
+            held.append(np.asarray(piece, dtype=np.float32))
+            size += len(piece)
+            if size < span:
+                continue
+            samples = np.concatenate(held)
+            while len(samples) >= span:
+                yield self._block(torch.from_numpy(samples[:span]))
+                samples = samples[self.BLOCK_FRAMES * self.shift :]
+            held, size = [samples], len(samples)
+        if size >= self.window:
+            yield self._block(torch.from_numpy(np.concatenate(held)))
+
+    def _block(self, samples: torch.Tensor) -> torch.Tensor:
+        """The frames of `samples` (the whole of the last one; snip_edges)."""
+        return self._frames(samples.unfold(0, self.window, self.shift))
 
     def _frames(self, frames: torch.Tensor) -> torch.Tensor:
         frames = frames - frames.mean(dim=1, keepdim=True)
         frames = frames - PREEMPHASIS * torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
         spectrum = torch.fft.rfft(frames * self.taper, n=self.fft)
         power = (spectrum * spectrum.conj()).real  # |X|^2 (abs().pow(2) takes a square root, 8x slower)
-        mel = (power @ self.banks).clamp_min(torch.finfo(torch.float32).eps).log()
-        return mel @ self.cepstra
+        mel = rowwise.matmul(power, self.banks).clamp_min(torch.finfo(torch.float32).eps).log()
+        return rowwise.matmul(mel, self.cepstra)
 
 
 def _mel_banks(sample_rate: int, fft: int) -> np.ndarray:
@@ -85,7 +121,10 @@ def _mel_banks(sample_rate: int, fft: int) -> np.ndarray:
     return banks
 
 
-def deltas(features: torch.Tensor, win_length: int = 5) -> torch.Tensor:
+DELTA_WINDOW = 5  # fairseq's compute_deltas default
+
+
+def deltas(features: torch.Tensor, win_length: int = DELTA_WINDOW) -> torch.Tensor:
     """torchaudio's `compute_deltas` over time of [T, D]:
     d_t = sum_{n=1..N} n (c_{t+n} - c_{t-n}) / (2 sum n^2), edge frames replicated."""
     n = (win_length - 1) // 2
@@ -98,6 +137,40 @@ def deltas(features: torch.Tensor, win_length: int = 5) -> torch.Tensor:
     return out / denom
 
 
+def with_deltas(ceps: torch.Tensor) -> torch.Tensor:
+    """[T, 39]: cepstra, their deltas and delta-deltas."""
+    d = deltas(ceps)
+    return torch.cat([ceps, d, deltas(d)], dim=1)
+
+
+def with_deltas_many(ceps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """`with_deltas` of each utterance's cepstra, computed over all of them at once: each frame's
+    neighbours are gathered within its own utterance (its edge frames replicated), and combined
+    with `deltas`' operations in `deltas`' order, so the values are the same bit for bit."""
+    lengths = [len(c) for c in ceps]
+    if len(ceps) == 1 or not sum(lengths):
+        return [with_deltas(c) for c in ceps]
+    starts = np.repeat(np.cumsum([0, *lengths[:-1]]), lengths)
+    ends = np.repeat(np.cumsum(lengths) - 1, lengths)
+    frame = np.arange(len(starts))
+    half = (DELTA_WINDOW - 1) // 2
+    near = {k: torch.from_numpy(np.clip(frame + k, starts, ends)) for k in range(-half, half + 1) if k}
+    denom = 2 * sum(i * i for i in range(1, half + 1))
+
+    def gathered_deltas(x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        for i in range(1, half + 1):
+            out += i * (x[near[i]] - x[near[-i]])
+        return out / denom
+
+    c = torch.cat(list(ceps))
+    d = gathered_deltas(c)
+    return list(torch.split(torch.cat([c, d, gathered_deltas(d)], dim=1), lengths))
+
+
+DELTA_CONTEXT = 4  # frames each side a delta-delta depends on (two windows of 5)
+
+
 class MFCCEncoder(Encoder):
     """39-dim MFCC + deltas + delta-deltas at 100 Hz; one stream named `mfcc`."""
 
@@ -105,6 +178,8 @@ class MFCCEncoder(Encoder):
     feature_dim = 39  # 13 cepstra + deltas + delta-deltas
     chunk_samples = None  # frame-local: long files need no chunks, and fairseq uses none
     cpu_threads = 1  # every call is small (a file's frames): torch's thread pool only adds waiting
+    min_batch_seconds = 60.0  # a file's work is too small to run alone; no padding, so batching is free
+    streaming = True  # `feature_blocks`: long files are encoded as they are read
 
     def __init__(self, sample_rate: int = 16000, device: str | torch.device = "cpu"):
         self.sample_rate = int(sample_rate)
@@ -122,9 +197,23 @@ class MFCCEncoder(Encoder):
         return self.kaldi(wave).numpy()
 
     def forward_batch(self, waves: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
-        out = []
-        for wave in waves:
-            ceps = self.kaldi(wave)
-            d = deltas(ceps)
-            out.append({"mfcc": torch.cat([ceps, d, deltas(d)], dim=1).to(self.device)})
-        return out
+        return [{"mfcc": f.to(self.device)} for f in with_deltas_many(self.kaldi.many(waves))]
+
+    def feature_blocks(self, pieces: Iterable[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+        """The features of a wave given in consecutive pieces, a block of frames at a time; equal to
+        `forward_batch` of the whole wave (deltas are linear in a few neighbouring frames, so each
+        block is computed with DELTA_CONTEXT frames of real neighbours, or the replicated edge where
+        the wave ends, as the whole wave's are)."""
+        held = torch.zeros(0, CEPSTRA)  # cepstra not emitted yet, after up to DELTA_CONTEXT emitted ones
+        first = 0  # the frame number of held[0]
+        done = 0  # frames emitted
+        for ceps in self.kaldi.stream(pieces):
+            held = torch.cat([held, ceps])
+            end = first + len(held)
+            if end - DELTA_CONTEXT > done:
+                yield {"mfcc": with_deltas(held)[done - first : end - DELTA_CONTEXT - first].to(self.device)}
+                done = end - DELTA_CONTEXT
+                keep = max(first, done - DELTA_CONTEXT)
+                held, first = held[keep - first :], keep
+        if first + len(held) > done:
+            yield {"mfcc": with_deltas(held)[done - first :].to(self.device)}

@@ -19,6 +19,7 @@ from safetensors.numpy import load_file, save_file
 
 from ..errors import FormatError, InputError, NotFoundError
 from ..readers import reader
+from ..runtime import rowwise
 
 TYPE = "kmeans"
 
@@ -77,7 +78,7 @@ def nearest(
     for start in range(0, len(x), rows):
         chunk = x[start : start + rows].to(torch.float32)
         # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin (fairseq's ApplyKmeans form)
-        d = torch.addmm(c_sq[None, :], chunk, c.T, alpha=-2.0)
+        d = rowwise.addmm(c_sq[None, :], chunk, c.T, alpha=-2.0)
         best, idx = d.min(dim=1)
         ids.append(idx)
         chunk_sq = (chunk * chunk).sum(1) if x_sq is None else x_sq[start : start + rows]

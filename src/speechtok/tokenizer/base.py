@@ -12,7 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -97,6 +97,16 @@ class TokenizerBase:
     def encode_waves(self, waves: Sequence[np.ndarray], progress: Callable[[int], None] | None = None) -> list[Units]:
         """Units of waves from `read`. `progress(samples)` is called after each batch."""
         raise NotImplementedError
+
+    @property
+    def can_stream(self) -> bool:
+        """Whether `encode_stream` can encode a file as it is read (for files too long to hold)."""
+        return False
+
+    def encode_stream(self, pieces: Iterable[np.ndarray]) -> Units:
+        """Units of one prepared wave given in consecutive pieces (`audio.stream_file`), equal to
+        `encode_waves` of the whole wave; memory holds a block, not the wave (`can_stream`)."""
+        raise NotImplementedError(f"{type(self).__name__} encodes whole utterances only")
 
     @property
     def bitrate(self) -> float:

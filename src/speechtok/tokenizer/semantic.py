@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from ..encoders import Encoder, SSLEncoder, encoder_from_dict
 from ..errors import FormatError, InputError
 from ..quantizers import KMeans
 from ..runtime.device import batch_seconds as default_or
+from ..runtime.device import torch_threads
 from ..units import Units, layer_of
 from ..vocoders import UnitVocoder
 from . import presets
@@ -102,20 +103,38 @@ class Tokenizer(TokenizerBase):
         return f"Tokenizer({self.encoder.to_dict().get('model') or 'mfcc'}; {desc}; {self.frame_rate:g} Hz)"
 
     def encode_waves(self, waves: Sequence[np.ndarray], progress: Callable[[int], None] | None = None) -> list[Units]:
-        per_wave = self.encoder.map_batches(waves, self._quantize, self.batch_seconds, progress)
-        empty = np.zeros((0, len(self.quantizers)), dtype=np.int64)
-        return [
-            Units(
-                codes=np.concatenate(chunks) if chunks else empty,
-                streams=self.streams,
-                frame_rate=self.frame_rate,
-                vocab_sizes=self.vocab_sizes,
-                num_samples=len(wave),
-                sample_rate=self.sample_rate,
-                codebooks=self._codebooks,
-            )
-            for wave, chunks in zip(waves, per_wave)
-        ]
+        per_wave = self.encoder.map_batches(waves, self._quantize, self.batch_seconds, progress, rowwise=True)
+        return [self._units(chunks, len(wave)) for wave, chunks in zip(waves, per_wave)]
+
+    @property
+    def can_stream(self) -> bool:
+        return self.encoder.streaming and self.reading.streamable
+
+    def encode_stream(self, pieces: Iterable[np.ndarray]) -> Units:
+        if not self.can_stream:
+            return super().encode_stream(pieces)
+        samples = 0
+
+        def counted() -> Iterator[np.ndarray]:
+            nonlocal samples
+            for piece in pieces:
+                samples += len(piece)
+                yield piece
+
+        with torch_threads(self.encoder.cpu_threads, self.encoder.device):
+            chunks = [self._quantize(block) for block in self.encoder.feature_blocks(counted())]
+        return self._units(chunks, samples)
+
+    def _units(self, chunks: list[np.ndarray], num_samples: int) -> Units:
+        return Units(
+            codes=np.concatenate(chunks) if chunks else np.zeros((0, len(self.quantizers)), dtype=np.int64),
+            streams=self.streams,
+            frame_rate=self.frame_rate,
+            vocab_sizes=self.vocab_sizes,
+            num_samples=num_samples,
+            sample_rate=self.sample_rate,
+            codebooks=self._codebooks,
+        )
 
     def _quantize(self, features: dict[str, torch.Tensor]) -> np.ndarray:
         ids = [q.assign(features[s]) for s, q in self.quantizers.items()]
