@@ -188,5 +188,10 @@ def test_containers_in_an_object_store(s3_server, clips, reference, tmp_path, mo
     for source in ("s3://datasets/speech", "s3://datasets/speech/train-*"):
         rows = tokenize([source], root / "tok", tmp_path / f"out-{len(source)}")
         assert {uid: row["mfcc"] for uid, row in rows.items()} == reference, source
+    # rows name the objects, not the cache: a run with another cache is the same job
+    assert rows["utt1"]["path"] == "s3://datasets/speech/train-00000.parquet#1"
+    assert rows["utt4"]["path"] == "s3://datasets/speech/train-00001.tar#utt4.flac"
+    monkeypatch.setenv("SPEECHTOK_CACHE", str(tmp_path / "other-cache"))
+    assert tokenize(["s3://datasets/speech/train-*"], root / "tok", tmp_path / f"out-{len(source)}") == rows
     assert sorted(p.name for p in (tmp_path / "cache" / "remote").rglob("train-*")) == ["train-00000.parquet",
                                                                                         "train-00001.tar"]

@@ -582,3 +582,26 @@ def test_tsv_paths_are_joined_as_pathlib_joins_them(tmp_path, root):
     tsv = tmp_path / "m.tsv"
     tsv.write_text(f"{root}\n" + "".join(f"{r}\t16000\n" for r in relatives))
     assert [u.path for u in from_tsv(tsv)] == [str(Path(root) / r) for r in relatives]
+
+
+def test_fast_manifest_helpers_equal_the_library_functions():
+    # ids and the job digest are written out by hand for speed: they must stay what
+    # os.path.splitext and json.dumps give (a changed digest would refuse to resume old jobs)
+    import hashlib
+    import os
+
+    from speechtok.corpus.inputs import Utterance, _strip_ext
+    from speechtok.corpus.sinks import utterance_digest
+
+    paths = ["a/b.flac", "a.b/c", ".hidden", "a/.hidden", "a/..x", "a/b.", "a/b..flac", "x", "", ".", "..",
+             "a/b.c/d.e.f", "dir.d/", "ü/é.wav", "a/.b.c", "/abs/x.wav", "a//b.wav"]
+    for p in paths:
+        root, ext = os.path.splitext(p)
+        assert _strip_ext(p) == (root if ext else p), p
+    odd = ['plain', 'quote"d', 'back\\slash', 'tab\there', 'nl\nhere', 'ü', '\x7f', 'sp ace', 'emoji 🎙']
+    utterances = [Utterance(i, p, s, d) for i in odd for p in odd[:3]
+                  for s, d in [(None, None), (0.1, 2.5), (1e-7, 3.0), (float("nan"), float("inf")), (12.0, None)]]
+    reference = hashlib.sha256()
+    for u in utterances:
+        reference.update(json.dumps([u.id, u.path, u.start, u.duration]).encode())
+    assert utterance_digest(utterances) == reference.hexdigest()

@@ -123,3 +123,20 @@ def test_out_on_s3_resumes_after_a_kill_to_the_uninterrupted_output(s3_server, s
     # a different job into the same URL is refused, as for a directory
     other = cli(*args, "--dedup", "-o", out)
     assert other.returncode == 2 and "different job" in other.stderr
+
+
+def test_an_output_url_with_pattern_characters(s3_server, speech_waves, tmp_path):
+    # `[`, `?` and `*` in the prefix are names, not patterns: shards are listed and copied as named
+    from speechtok.corpus import TokenizedCorpus
+
+    good = write_corpus(tmp_path / "audio", speech_waves, 4)
+    encoder = MFCCEncoder()
+    frames = torch.cat([f["mfcc"] for f in encoder.encode_batch(good)])
+    Tokenizer(encoder, {"mfcc": KMeans.fit(frames, 8, seed=0)}).save_pretrained(tmp_path / "tok")
+    out = "s3://results/exp[1]?/out"
+    args = ["tokenize", str(tmp_path / "audio"), "-t", str(tmp_path / "tok"), "--shard-size", "2", "-o", out]
+    for _ in range(2):  # the second run finds both shards done
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    assert "2 finished shards kept" in result.output
+    assert len(TokenizedCorpus.open(out)) == 4

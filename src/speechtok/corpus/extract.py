@@ -58,8 +58,8 @@ class FeaturesParts:
             self._encoder = encoder_from_dict(self.config, self.layers, **options)
         return self._encoder
 
-    def reader(self) -> AudioReader:
-        return AudioReader(self.reading)
+    def reader(self, stream: bool = True) -> AudioReader:
+        return AudioReader(self.reading)  # features of a whole file are one row: read whole
 
     def stage(self) -> FeaturesStage:
         return FeaturesStage(self.encoder(), self.batch_seconds)

@@ -58,8 +58,14 @@ def file_for_id(directory: Path, uid: str, suffix: str) -> Path:
 
 
 def _strip_ext(path: str) -> str:
-    root, ext = os.path.splitext(path)
-    return root if ext else path
+    """`path` without its extension, as `os.path.splitext` splits it (written out: splitext was
+    half of reading a 1M-line manifest). There is an extension when the last dot is in the file
+    name and something other than dots comes before it there (`.hidden` has none)."""
+    dot = path.rfind(".")
+    name = path.rfind("/") + 1
+    if dot <= name or not path[name:dot].strip("."):
+        return path
+    return path[:dot]
 
 
 def _given_id(path: str) -> str:
@@ -167,7 +173,10 @@ def collect(inputs: Sequence[str | os.PathLike], id_column: str | None = None) -
         if is_url(text):
             audio, containers = list_url(text)
             utterances += [Utterance(readable(uid), url) for uid, url in audio]
-            utterances += [u for url in containers for u in from_container(cached_copy(url), id_column)]
+            # listed from a local copy, but named by the URL: the job's digest and the rows do not
+            # depend on where the cache is, and each process reads (and caches) what it reads
+            utterances += [Utterance(u.id, url, member=u.member)
+                           for url in containers for u in from_container(cached_copy(url), id_column)]
         elif kind is not None:
             if kind == "supervisions" and not files:
                 raise InputError(f"{text}: a Lhotse SupervisionSet needs its RecordingSet as an input too")

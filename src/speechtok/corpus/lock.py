@@ -42,7 +42,8 @@ def lock_directory(location: str | os.PathLike) -> Path:
     directory named after it."""
     text = os.fspath(location)
     if is_url(text):
-        return Path(tempfile.gettempdir()) / "speechtok-locks" / hashlib.sha256(text.rstrip("/").encode()).hexdigest()[:20]
+        key = hashlib.sha256(text.rstrip("/").encode()).hexdigest()[:20]
+        return Path(tempfile.gettempdir()) / f"speechtok-locks-{os.getuid()}" / key  # per user: /tmp is shared
     return Path(text.removeprefix("file://"))
 
 

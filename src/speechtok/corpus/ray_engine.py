@@ -196,7 +196,7 @@ def pool_sizes(resources: dict, shards: int, actors: int | None = None, gpu: boo
 def _read_shards(batch: dict, parts: JobParts, window_samples: int, workers: int) -> Iterator[dict]:
     """Ray Data stage 1 (a task per shard): shards -> their windows of prepared waves (or read
     errors), read and cut exactly as `run_corpus` does."""
-    reader = parts.reader()
+    reader = parts.reader(stream=False)  # waves travel to the encode actors: read whole here
     for name, inputs in zip(batch["name"], batch["inputs"]):
         loaded = read_ahead(pickle.loads(inputs), reader, workers, prefetch=max(16, 4 * workers))
         for number, window in enumerate(windows(loaded, window_samples)):

@@ -18,7 +18,7 @@ import numpy as np
 from ..audio import AudioError, stream_file
 from .containers import fetch
 from .inputs import Utterance
-from .remote import fetch_url, is_url
+from .remote import cached_copy, fetch_url, is_url
 
 STREAM_SECONDS = 600.0  # files longer than this are encoded as they are read, where the stage can
 STREAM_MIN_BYTES = 1 << 18  # smaller files cannot be that long (600 s of 6 kbit/s Opus is 450 kB): not opened to see
@@ -107,8 +107,8 @@ class AudioReader:
 def _source(utterance: Utterance):
     """(what `load_audio` reads, its sample rate if it is samples): the file, the fetched bytes of an
     object-store URL, or what a container member holds."""
-    if utterance.member is not None:
-        return fetch(utterance.path, utterance.member)
+    if utterance.member is not None:  # a container: a local file, or a URL read from its cached copy
+        return fetch(str(cached_copy(utterance.path)) if is_url(utterance.path) else utterance.path, utterance.member)
     return (fetch_url(utterance.path) if is_url(utterance.path) else utterance.path), None
 
 

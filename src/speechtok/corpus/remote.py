@@ -19,6 +19,7 @@ import glob
 import hashlib
 import io
 import os
+import threading
 from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS
@@ -73,16 +74,29 @@ def list_url(url: str) -> tuple[list[tuple[str, str]], list[str]]:
     return [(ident(p), fs.unstrip_protocol(p)) for p in audio], containers
 
 
+_copies: dict[str, Path] = {}  # url -> its copy, for this process (readers ask once per member)
+_copies_lock = threading.Lock()
+
+
 def cached_copy(url: str) -> Path:
     """A local copy of the file at `url`, under $SPEECHTOK_CACHE/remote, fetched once: kept while
-    the object's size and version (ETag, or modification time) stay the same. Written under a
-    temporary name, so a copy that exists is whole."""
+    the object's size and version (ETag, hub hashes, or modification time) stay the same. Written
+    under a temporary name, so a copy that exists is whole. Looked up once per process."""
+    with _copies_lock:
+        if url not in _copies:
+            _copies[url] = _fetch_copy(url)
+        return _copies[url]
+
+
+def _fetch_copy(url: str) -> Path:
     fs, path = file_system(url)
     try:
         info = fs.info(path)
     except FileNotFoundError:
         raise NotFoundError(f"{url}: no such file") from None
-    version = str(info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or "")
+    # what changes when the object does: S3's ETag, the hub's blob / LFS / Xet hashes, else a time
+    version = str(info.get("ETag") or info.get("etag") or info.get("blob_id") or (info.get("lfs") or {}).get("sha256")
+                  or info.get("xet_hash") or info.get("LastModified") or info.get("mtime") or "")
     key = hashlib.sha256(f"{url}\n{info.get('size')}\n{version}".encode()).hexdigest()[:24]
     target = cache_dir() / "remote" / key / url.rstrip("/").rsplit("/", 1)[-1]
     if not target.exists():

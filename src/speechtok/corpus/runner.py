@@ -116,7 +116,9 @@ class JobParts(Protocol):
     """A job's reader and stage, built in the process that runs them. Picklable, and cheap to
     pickle (what builds them, not what they hold), so an engine can build them on its workers."""
 
-    def reader(self) -> AudioReader: ...
+    def reader(self, stream: bool = True) -> AudioReader:
+        """`stream`: long files may be left to the stage to read as it encodes (`reader.WaveStream`);
+        an engine that sends waves to other processes asks for whole waves."""
 
     def stage(self) -> Stage: ...
 

@@ -15,6 +15,7 @@ On an object store:
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import shutil
@@ -167,8 +168,15 @@ class RemoteStore:
         return None  # not checked on object stores (module docstring)
 
     def glob(self, pattern: str) -> list[str]:
+        # listed and matched here, not by fs.glob: that would read `[`, `*` or `?` in the prefix
+        # itself as a pattern
+        folder = pattern.rpartition("/")[0]
+        try:
+            found = self.fs.find(self._key(folder) if folder else self.prefix, maxdepth=1)
+        except FileNotFoundError:
+            return []
         start = len(self.prefix) + 1
-        return sorted(p[start:] for p in self.fs.glob(self._key(pattern)))
+        return sorted(name for name in (p[start:] for p in found) if fnmatch.fnmatchcase(name, pattern))
 
     def staged(self, name: str) -> Path:
         if self._staging is None:
@@ -180,7 +188,7 @@ class RemoteStore:
     def publish(self, name: str) -> None:
         local, tmp = self.staged(name), self._key(name + ".tmp")
         self.fs.put_file(str(local), tmp)
-        self.fs.copy(tmp, self._key(name))
+        self.fs.cp_file(tmp, self._key(name))  # not fs.copy, which expands patterns in the key
         self.fs.rm_file(tmp)
         local.unlink()
 

@@ -74,6 +74,9 @@ class UnitsStage:
             except AudioError as error:
                 rows.append({ROW_ERROR: error.reason})
                 continue
+            except Exception as error:  # noqa: BLE001 - as `AudioReader` does for files read whole
+                rows.append({ROW_ERROR: f"{type(error).__name__}: {error}"})
+                continue
             rows.append({**self._row(units), ROW_SAMPLES: units.num_samples})
         return rows
 
@@ -104,9 +107,9 @@ class TokenizeParts:
             self._tokenizer.batch_seconds = self.batch_seconds
         return self._tokenizer
 
-    def reader(self) -> AudioReader:
+    def reader(self, stream: bool = True) -> AudioReader:
         # the front end's audio settings only: no model, no GPU; long files are left to the stage
-        return AudioReader(self.reading, STREAM_SECONDS if self.can_stream else None)
+        return AudioReader(self.reading, STREAM_SECONDS if stream and self.can_stream else None)
 
     def stage(self) -> UnitsStage:
         return UnitsStage(self.tokenizer(), self.dedup, self.bpe)

@@ -1,0 +1,174 @@
+"""HuBERT's masked prediction on transformers' `HubertModel`, as fairseq defines it
+(`fairseq/models/hubert/hubert.py`, `fairseq/criterions/hubert_criterion.py`):
+
+    conv features (gradient scaled by `feature_grad_mult`; penalty: mean of their squares)
+    -> layer norm + projection (transformers' `feature_projection`)
+    -> frames at `mask` replaced by `masked_spec_embed`
+    -> transformer -> `final_proj` to `final_dim`
+    -> logits: cosine similarity with each of the K label embeddings, divided by `logit_temp`
+    -> cross-entropy over masked frames (and, weighted `pred_nomask_weight`, unmasked ones)
+       + `feature_pen_weight` x penalty
+
+Targets come at the label rate (100 Hz for MFCC labels, 50 Hz for SSL ones); model frame t takes
+label `round_down(t x label_rate / frame_rate)`, and frames beyond the labels are dropped, as
+fairseq's `forward_targets` does. Masks are spans (`mask_prob`, `mask_length`, at least
+`min_masks` spans) drawn by transformers' `_compute_mask_indices`, fairseq's span masking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import HubertConfig, HubertModel
+from transformers.models.hubert.modeling_hubert import _compute_mask_indices
+
+
+@dataclass(frozen=True)
+class Objective:
+    """fairseq's HuBERT base settings (hubert_base_librispeech.yaml and the model's defaults)."""
+
+    final_dim: int = 256
+    logit_temp: float = 0.1
+    feature_grad_mult: float = 0.1
+    pred_masked_weight: float = 1.0
+    pred_nomask_weight: float = 0.0
+    feature_pen_weight: float = 10.0
+    mask_prob: float = 0.8
+    mask_length: int = 10
+    min_masks: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GradMultiply(torch.autograd.Function):
+    """The identity forward; the gradient multiplied by `scale` backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+@dataclass
+class HubertOutput:
+    loss: torch.Tensor  # what is minimised: mean over predicted frames + the feature penalty term
+    logits_masked: torch.Tensor  # [masked frames, K]
+    targets_masked: torch.Tensor  # [masked frames]
+    logits_unmasked: torch.Tensor
+    targets_unmasked: torch.Tensor
+    feature_penalty: torch.Tensor
+    frames: int  # frames the loss is averaged over (fairseq's sample_size)
+
+    @property
+    def masked_accuracy(self) -> float:
+        if not len(self.targets_masked):
+            return float("nan")
+        return float((self.logits_masked.argmax(-1) == self.targets_masked).float().mean())
+
+
+class HubertPretraining(nn.Module):
+    """A `HubertModel` with HuBERT's prediction head: `final_proj` and one embedding per target
+    class. `hubert` is a plain transformers model: save it with `save_pretrained` and every
+    speechtok encoder option takes it."""
+
+    def __init__(self, config: HubertConfig, num_classes: int, label_rate: float,
+                 objective: Objective | None = None):
+        super().__init__()
+        self.objective = objective or Objective()
+        if config.mask_time_prob <= 0:  # the model has a mask embedding only when it masks
+            config.mask_time_prob = self.objective.mask_prob
+        self.hubert = HubertModel(config)
+        self.final_proj = nn.Linear(config.hidden_size, self.objective.final_dim)
+        self.label_embs = nn.Parameter(torch.empty(num_classes, self.objective.final_dim))
+        nn.init.uniform_(self.label_embs)  # fairseq's init of label_embs_concat
+        self.num_classes, self.label_rate = num_classes, float(label_rate)
+        self.conv_stride = int(np.prod(config.conv_stride))
+        self.sample_rate = 16000
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.conv_stride
+
+    def frames(self, num_samples: int) -> int:
+        """Model frames of `num_samples` of audio."""
+        return int(self.hubert._get_feat_extract_output_lengths(torch.tensor(num_samples)))
+
+    def aligned_targets(self, labels: torch.Tensor, label_lengths: torch.Tensor,
+                        frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, T'] targets at the model's frames, [B] how many of them are real) for [B, L]
+        labels: frame t takes label floor(t x ratio), and T' = min(frames, labels / ratio) as in
+        fairseq's `forward_targets` (per utterance here, where fairseq crops a batch to its shortest)."""
+        ratio = self.label_rate / self.frame_rate
+        usable = torch.minimum(torch.floor(label_lengths.double() / ratio).long(), torch.tensor(frames))
+        kept = int(usable.max()) if len(usable) else 0
+        positions = (torch.arange(kept, dtype=torch.float32) * ratio).long()
+        positions = positions.clamp(max=max(labels.shape[1] - 1, 0))
+        return labels[:, positions], usable
+
+    def mask_for(self, frame_lengths: torch.Tensor, generator: np.random.Generator | None = None) -> torch.Tensor:
+        """[B, T] span mask (transformers' `_compute_mask_indices`: fairseq's span masking),
+        padding frames never masked. numpy's global RNG draws it unless `generator` (its state
+        is set from it) is given."""
+        batch, frames = len(frame_lengths), int(frame_lengths.max())
+        attention = (torch.arange(frames)[None, :] < frame_lengths[:, None]).long()
+        state = None
+        if generator is not None:
+            state = np.random.get_state()
+            np.random.seed(int(generator.integers(2**32 - 1)))
+        try:
+            mask = _compute_mask_indices((batch, frames), self.objective.mask_prob, self.objective.mask_length,
+                                         attention_mask=attention, min_masks=self.objective.min_masks)
+        finally:
+            if state is not None:
+                np.random.set_state(state)
+        return torch.from_numpy(mask) & attention.bool()
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor,
+                label_lengths: torch.Tensor, mask: torch.Tensor) -> HubertOutput:
+        """`input_values` [B, N] (zero-padded), `attention_mask` [B, N] (None: no padding),
+        `labels` [B, L] raw label ids at the label rate (padded), `label_lengths` [B],
+        `mask` [B, T] frames to mask (from `mask_for`)."""
+        o = self.objective
+        features = self.hubert.feature_extractor(input_values)  # [B, C, T]
+        if o.feature_grad_mult != 1.0:
+            features = GradMultiply.apply(features, o.feature_grad_mult)
+        features = features.transpose(1, 2)
+        frames = features.shape[1]
+        targets, usable = self.aligned_targets(labels, label_lengths, frames)
+        features = features[:, : targets.shape[1]]
+        mask = mask[:, : targets.shape[1]]
+        penalty = features.float().pow(2).mean()
+        if attention_mask is not None:
+            valid = self.hubert._get_feature_vector_attention_mask(frames, attention_mask)[:, : targets.shape[1]].bool()
+        else:
+            valid = torch.ones(features.shape[:2], dtype=torch.bool)
+        valid &= torch.arange(targets.shape[1])[None, :] < usable[:, None]
+        hidden = self.hubert.feature_projection(features)
+        hidden = self.hubert._mask_hidden_states(hidden, mask_time_indices=mask & valid)
+        # a bool mask (a long one reads as additive); none where every frame is real, as for one file
+        encoded = self.hubert.encoder(hidden, attention_mask=None if bool(valid.all()) else valid)
+        x = encoded[0]
+        masked, unmasked = mask & valid, ~mask & valid
+        logits_m = self.logits(x[masked])
+        logits_u = self.logits(x[unmasked]) if o.pred_nomask_weight > 0 else x.new_zeros(0, self.num_classes)
+        targ_m, targ_u = targets[masked], targets[unmasked] if o.pred_nomask_weight > 0 else targets.new_zeros(0)
+        loss_m = nn.functional.cross_entropy(logits_m.float(), targ_m, reduction="sum")
+        loss_u = nn.functional.cross_entropy(logits_u.float(), targ_u, reduction="sum") if len(targ_u) else 0.0
+        size = (len(targ_m) if o.pred_masked_weight > 0 else 0) + (len(targ_u) if o.pred_nomask_weight > 0 else 0)
+        size = max(size, 1)
+        total = o.pred_masked_weight * loss_m + o.pred_nomask_weight * loss_u + o.feature_pen_weight * penalty * size
+        return HubertOutput(total / size, logits_m, targ_m, logits_u, targ_u, penalty, size)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, K]: cosine similarity of each projected frame with each label embedding / temperature."""
+        projected = self.final_proj(x)
+        return torch.cosine_similarity(projected.float()[:, None, :], self.label_embs.float()[None, :, :],
+                                       dim=-1) / self.objective.logit_temp
