@@ -112,3 +112,136 @@ def test_masks_are_spans_inside_each_utterance():
     starts = (mask[0, 1:] & ~mask[0, :-1]).sum() + int(mask[0, 0])
     runs = torch.diff(torch.cat([torch.tensor([0]), mask[0].int(), torch.tensor([0])])).nonzero().flatten()
     assert all(int(b - a) >= 10 for a, b in zip(runs[::2], runs[1::2])) and starts >= 2
+
+
+# --- the training run -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """16 + 4 utterances of 3 s generated speech, fairseq manifests, MFCC K=20 labels."""
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from speechtok.cli import app
+    from speechtok.example_audio import timed_utterance
+
+    root = tmp_path_factory.mktemp("hubert-data")
+    rng = np.random.default_rng(0)
+    (root / "audio").mkdir()
+    for split, count in [("train", 16), ("valid", 4)]:
+        lines = [str(root / "audio")]
+        for i in range(count):
+            wave, _ = timed_utterance(rng, seconds=3.0, sample_rate=16000)
+            sf.write(root / "audio" / f"{split}{i}.wav", wave, 16000)
+            lines.append(f"{split}{i}.wav\t{len(wave)}")
+        (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(app, ["hubert-labels", "--train", str(root / "train.tsv"), "--valid",
+                                      str(root / "valid.tsv"), "-e", "mfcc", "-k", "20", "-o", str(root / "labels"), "-q"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def train_args(root, out, steps=40, every=5):
+    return ["train", "hubert", "--train", root / "train.tsv", "--valid", root / "valid.tsv", "--labels", root / "labels",
+            "--config", "tiny", "-o", out, "--max-steps", steps, "--checkpoint-every", every, "--batch-seconds", 9, "-q"]
+
+
+def test_batches_crop_audio_and_labels_together(labelled):
+    from speechtok.train import read_split
+    from speechtok.train.data import batch_plan, collate
+
+    split = read_split(labelled / "train.tsv", labelled / "labels")
+    assert (split.num_classes, split.label_rate, len(split)) == (20, 100.0, 16)
+    plan = batch_plan(split.sizes, 9 * 16000, 2 * 16000, 32000 - 1, np.random.default_rng(0))
+    assert sorted(i for b in plan for i in b) == list(range(16))
+    assert all(len(b) * min(max(int(split.sizes[i]) for i in b), 32000) <= 9 * 16000 or len(b) == 1 for b in plan)
+    batch = collate(split, plan[0], 2 * 16000, np.random.default_rng(3))  # crops to 2 s
+    assert batch["input_values"].shape == (len(plan[0]), 32000)
+    import soundfile as sf
+
+    for row, i, labels, n in zip(batch["input_values"], plan[0], batch["labels"], batch["label_lengths"]):
+        wave, _ = sf.read(split.paths[i], dtype="float32")
+        start = int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(wave, 32000)[:, :50]
+                                          == row.numpy()[:50], axis=1))[0])  # where the crop came from
+        assert np.array_equal(wave[start : start + 32000], row.numpy())
+        first = round(start * 100 / 16000)
+        assert labels[: int(n)].tolist() == split.labels[i][first : first + 200].tolist()
+
+
+def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(labelled, tmp_path):
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    from .test_corpus import cli, cli_background
+
+    whole = tmp_path / "whole"
+    assert cli(*train_args(labelled, whole)).returncode == 0
+    resumed = tmp_path / "resumed"
+    # SIGTERM: the run stops after its step, with a checkpoint, and says how to go on
+    process = cli_background(*train_args(labelled, resumed))
+    while process.poll() is None and not (resumed / "checkpoints" / "step-00000005").exists():
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be stopped; make it longer"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait() == 3
+    stopped = sorted(p.name for p in (resumed / "checkpoints").iterdir())[-1]
+    # SIGKILL: nothing is written at all; the newest checkpoint is resumed
+    process = cli_background(*train_args(labelled, resumed))
+    while process.poll() is None and not (resumed / "checkpoints" / "step-00000020").exists():
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be killed; make it longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    again = cli(*train_args(labelled, resumed)[:-1])
+    assert again.returncode == 0, again.stderr
+    assert "resumed from step" in again.stderr + again.stdout and stopped != "step-00000040"
+    a, b = (load_file(str(d / "final" / "model.safetensors")) for d in (whole, resumed))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
+    def training_rows(run):  # (step, loss): one per step, none twice after a resume
+        rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+        return [(r[0], float(r[2])) for r in rows if r[2]]
+
+    assert [s for s, _ in training_rows(resumed)] == [str(i) for i in range(1, 41)]
+    assert training_rows(resumed) == pytest.approx(training_rows(whole), abs=1e-6)
+    # the same command on a finished run does nothing more; another run into it is refused
+    other = cli(*train_args(labelled, resumed, steps=50))
+    assert other.returncode == 2 and "different run" in other.stderr
+
+
+def test_the_trained_model_is_an_encoder_for_the_next_iteration(labelled, tmp_path):
+    from speechtok.encoders import build_encoder
+
+    from .test_corpus import cli
+
+    assert cli(*train_args(labelled, tmp_path / "run", steps=3, every=3)).returncode == 0
+    import soundfile as sf
+    from transformers import HubertModel
+
+    encoder = build_encoder(str(tmp_path / "run" / "final"), [2])
+    features = encoder.encode(str(labelled / "audio" / "valid0.wav"))["L2"]
+    wave, _ = sf.read(labelled / "audio" / "valid0.wav", dtype="float32")
+    model = HubertModel.from_pretrained(tmp_path / "run" / "final").eval()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(wave)[None], output_hidden_states=True).hidden_states[2][0]
+    assert features.shape == (len(expected), 96)
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_torchrun_processes_share_the_batches(labelled, tmp_path):
+    # the DDP path on CPU (gloo): two processes, each its half of the batches, rank 0 writes
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+            "speechtok.cli", *map(str, train_args(labelled, out, steps=2, every=2))]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows if r[2]] == ["1", "2"]
+    assert (out / "final" / "model.safetensors").exists() and (out / "checkpoints" / "step-00000002").is_dir()
+    assert '"world_size": 2' in (out / "run.json").read_text()

@@ -41,27 +41,30 @@ PHONES = {"aa": (700, 1200, 2600), "iy": (300, 2300, 3000), "uw": (320, 800, 230
           "s": None, "m": (250, 1000, 2200), "sil": (), "ao": (600, 900, 2500)}
 
 
-def phone_segment(name: str, n: int, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
-    """`n` samples of the phone-like class `name` (a random pitch modulating its partials)."""
+def phone_segment(name: str, n: int, rng: np.random.Generator, sample_rate: int = 16000,
+                  formant_scale: float = 1.0) -> np.ndarray:
+    """`n` samples of the phone-like class `name` (a random pitch modulating its partials, at
+    `formant_scale` times the class's frequencies: a speaker's vocal tract length)."""
     t = np.arange(n) / sample_rate
     if PHONES[name] is None:
         return 0.1 * np.diff(rng.standard_normal(n), prepend=0)
     if not PHONES[name]:
         return 0.002 * rng.standard_normal(n)
     f0 = rng.uniform(100, 140)
-    x = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) / (i + 1) for i, f in enumerate(PHONES[name]))
+    x = sum(np.sin(2 * np.pi * f * formant_scale * t + rng.uniform(0, 6)) / (i + 1) for i, f in enumerate(PHONES[name]))
     return 0.2 * x * (0.6 + 0.4 * np.sin(2 * np.pi * f0 * t)) + 0.003 * rng.standard_normal(n)
 
 
 def timed_utterance(rng: np.random.Generator, count: int | None = None, seconds: float | None = None,
-                    sample_rate: int = 16000) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
-    """Random phone-like segments of 60-200 ms: `count` of them, or until `seconds` are reached.
-    Returns the wave and its (start s, end s, phone) spans."""
+                    sample_rate: int = 16000, formant_scale: float = 1.0) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Random phone-like segments of 60-200 ms: `count` of them, or until `seconds` are reached,
+    spoken with `formant_scale` (see `phone_segment`). Returns the wave and its (start s, end s,
+    phone) spans."""
     names, pieces, spans, start = list(PHONES), [], [], 0
     while (len(spans) < count) if count is not None else (start < (seconds or 0) * sample_rate):
         name = names[rng.integers(len(names))]
         n = int(rng.integers(int(0.06 * sample_rate), int(0.2 * sample_rate)))
-        pieces.append(phone_segment(name, n, rng, sample_rate))
+        pieces.append(phone_segment(name, n, rng, sample_rate, formant_scale))
         spans.append((start / sample_rate, (start + n) / sample_rate, name))
         start += n
     return np.concatenate(pieces).astype(np.float32), spans

@@ -17,13 +17,17 @@ fairseq's `forward_targets` does. Masks are spans (`mask_prob`, `mask_length`, a
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import HubertConfig, HubertModel
 from transformers.models.hubert.modeling_hubert import _compute_mask_indices
+
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,38 @@ class Objective:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# fairseq's HuBERT base training settings, on top of transformers' HubertConfig defaults (which are
+# HuBERT base's architecture: 12 x 768, 7 group-norm conv layers of 512)
+BASE_TRAINING = {"layerdrop": 0.05, "hidden_dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0,
+                 "feat_proj_dropout": 0.1, "mask_time_prob": 0.8, "mask_time_length": 10, "mask_time_min_masks": 2}
+ARCHITECTURES = {
+    "base": {},
+    "small": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "intermediate_size": 1536,
+              "conv_dim": (256,) * 7},
+    # for CPUs and tests: minutes of speech, minutes of training
+    "tiny": {"hidden_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 192,
+             "conv_dim": (64,) * 7, "num_conv_pos_embeddings": 32, "num_conv_pos_embedding_groups": 4},
+}
+
+
+def hubert_config(name_or_file: str) -> HubertConfig:
+    """A preset architecture (`base`, `small`, `tiny`) or a JSON file of HubertConfig fields, with
+    fairseq's base training settings where the file does not set them."""
+    if name_or_file in ARCHITECTURES:
+        fields = ARCHITECTURES[name_or_file]
+    else:
+        path = Path(name_or_file)
+        if not path.is_file():
+            raise InputError(f"--config {name_or_file!r}: not one of {', '.join(ARCHITECTURES)} nor a JSON file")
+        try:
+            fields = json.loads(path.read_text())
+        except ValueError as error:
+            raise InputError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(fields, dict):
+            raise InputError(f"{path}: expected a JSON object of HubertConfig fields")
+    return HubertConfig(**{**BASE_TRAINING, **fields})
 
 
 class GradMultiply(torch.autograd.Function):

@@ -1,0 +1,112 @@
+"""HuBERT in miniature: does pre-training on MFCC targets give better units than the MFCC ones?
+
+Generated speech with known phone timing (`example_audio.timed_utterance`: 8 phone-like classes of
+60-200 ms), spoken by "speakers" that scale every formant (vocal tract length, 0.8-1.25x): the
+frame-level MFCC clusters of one phone split by speaker, and context (the rest of the utterance)
+tells the speaker. Held-out speech comes from other speakers. Steps, each a `speechtok` command:
+
+1. `hubert-labels -e mfcc -k 100` on train: iteration-1 targets and the MFCC tokenizer;
+2. PNMI of the MFCC units on held-out speech (`tokenize`, `eval purity` against the true phones);
+3. `train hubert --config tiny` for about --train-minutes of CPU time (the step count is chosen
+   from the speed of a short first run);
+4. `hubert-labels -e RUN/final --layers L -k 100` on train, and PNMI of those units on held-out.
+
+    python benchmarks/hubert_miniature.py                         # 40 min of speech, 25 min of training
+    python benchmarks/hubert_miniature.py --speech-minutes 10 --train-minutes 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from common import machine
+
+from speechtok.example_audio import frame_phones, timed_utterance
+
+SR = 16000
+
+
+def write_split(root: Path, name: str, count: int, scales: np.ndarray, rng: np.random.Generator) -> None:
+    """`name`.tsv (fairseq manifest) and `name`_phones.tsv (uid<TAB>ph,ph,... at 100 Hz)."""
+    lines, phones = [str(root / "audio")], []
+    for i in range(count):
+        uid = f"{name}{i:05d}"
+        wave, spans = timed_utterance(rng, seconds=4.0, sample_rate=SR, formant_scale=float(rng.choice(scales)))
+        sf.write(root / "audio" / f"{uid}.wav", wave, SR)
+        lines.append(f"{uid}.wav\t{len(wave)}")
+        phones.append(f"{uid}\t{','.join(frame_phones(spans, len(wave) / SR))}")
+    (root / f"{name}.tsv").write_text("\n".join(lines) + "\n")
+    (root / f"{name}_phones.tsv").write_text("\n".join(phones) + "\n")
+
+
+def speechtok(*args, quiet: bool = True) -> str:
+    command = [sys.executable, "-m", "speechtok.cli", *map(str, args), *(["-q"] if quiet else [])]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def pnmi(root: Path, tokenizer: Path, out: Path) -> float:
+    speechtok("tokenize", root / "heldout.tsv", "-t", tokenizer, "-o", out)
+    report = speechtok("eval", "purity", out, "--alignments", root / "heldout_phones.tsv", "--json", quiet=False)
+    return json.loads(report)["pnmi"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--speech-minutes", type=float, default=40.0)
+    parser.add_argument("--train-minutes", type=float, default=25.0)
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--layer", type=int, default=2)
+    parser.add_argument("--batch-seconds", type=float, default=32.0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--work", type=Path, default=None, help="Keep the data and runs here.")
+    args = parser.parse_args()
+    root = args.work or Path(tempfile.mkdtemp())
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}; work: {root}")
+    rng = np.random.default_rng(0)
+    speakers = rng.uniform(0.8, 1.25, 24)
+    write_split(root, "train", int(args.speech_minutes * 60 / 4), speakers[:20], rng)
+    write_split(root, "heldout", 75, speakers[20:], rng)  # 5 min, unseen speakers
+
+    speechtok("hubert-labels", "--train", root / "train.tsv", "-e", "mfcc", "-k", 100, "-o", root / "labels-it1")
+    mfcc = pnmi(root, root / "labels-it1" / "tokenizer", root / "units-mfcc")
+    print(f"MFCC K=100 units: PNMI {mfcc:.4f} on held-out speech")
+
+    common = ["train", "hubert", "--train", root / "train.tsv", "--labels", root / "labels-it1", "--config", args.config,
+              "--batch-seconds", args.batch_seconds, "--lr", args.lr, "--min-sample-seconds", 1.0]
+    probe = 30
+    started = time.perf_counter()
+    speechtok(*common, "-o", root / "probe", "--max-steps", probe, "--checkpoint-every", probe)
+    per_step = (time.perf_counter() - started - 4.0) / probe  # less ~4 s of start-up and saving
+    steps = max(probe, int(args.train_minutes * 60 / per_step))
+    print(f"~{per_step:.3f} s per step -> {steps} steps for {args.train_minutes:g} min")
+    started = time.perf_counter()
+    speechtok(*common, "-o", root / "run", "--max-steps", steps, "--checkpoint-every", max(1, steps // 10))
+    trained = time.perf_counter() - started
+    with open(root / "run" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["loss"]]
+    print(f"trained {steps} steps in {trained / 60:.1f} min; curve (step, loss, masked accuracy):")
+    for r in rows[:: max(1, len(rows) // 10)] + rows[-1:]:
+        print(f"    {int(r['step']):6d}  {float(r['loss']):.3f}  {float(r['masked_accuracy']):.3f}")
+
+    speechtok("hubert-labels", "--train", root / "train.tsv", "-e", root / "run" / "final", "--layers", args.layer,
+              "-k", 100, "-o", root / "labels-it2")
+    hubert = pnmi(root, root / "labels-it2" / "tokenizer", root / "units-hubert")
+    print(f"HuBERT ({args.config}, layer {args.layer}) K=100 units: PNMI {hubert:.4f} on held-out speech")
+    print(f"difference: {hubert - mfcc:+.4f} ({'higher' if hubert > mfcc else 'not higher'} than MFCC)")
+
+
+if __name__ == "__main__":
+    main()

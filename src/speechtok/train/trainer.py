@@ -1,0 +1,326 @@
+"""The HuBERT pre-training loop: resumable, one process or many (torchrun / DDP).
+
+A run lives in RUN_DIR:
+
+    run.json            what the run is (model, objective, training settings, data); a re-run with
+                        other settings is refused, the same command resumes
+    checkpoints/        the newest checkpoints (`checkpoints.py`), every `checkpoint_every` steps,
+                        at the end, and when the process is asked to stop (SIGTERM / SIGINT)
+    metrics.csv         one line per optimizer step (and valid_* lines at each checkpoint)
+    final/              the trained `HubertModel` as a transformers directory, with a feature
+                        extractor config: what `--encoder` takes for the next iteration's labels
+
+Determinism: the batches of an epoch come from (seed, epoch); crops and masks from a generator
+whose state is checkpointed, dropout from torch's RNG, also checkpointed. On a CPU with the same
+seed, a run stopped and resumed ends with the parameters of one that was not.
+
+Several processes: started by `torchrun`, each takes every WORLD_SIZE-th batch of the epoch;
+gradients are averaged by DDP; rank 0 writes. The single process is the world-size-1 case.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from transformers import Wav2Vec2FeatureExtractor, get_polynomial_decay_schedule_with_warmup
+
+from .. import hub
+from ..errors import InputError, JobFailed
+from ..runtime.device import resolve_device
+from . import checkpoints
+from .data import SAMPLE_RATE, LabelledSplit, batch_plan, collate
+from .hubert import HubertPretraining
+
+RUN_FILE = "run.json"
+METRICS = "metrics.csv"
+FIELDS = ["step", "epoch", "loss", "masked_accuracy", "lr", "audio_seconds", "seconds", "valid_loss",
+          "valid_masked_accuracy"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; defaults are fairseq's HuBERT base (`hubert_base_librispeech.yaml`)
+    except the step counts, which a run sets."""
+
+    max_steps: int = 400_000
+    lr: float = 5e-4
+    warmup_steps: int = 32_000
+    power: float = 1.0  # decay after warm-up: 1 = linear to 0 (fairseq's polynomial_decay, power 1)
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    clip_norm: float = 10.0
+    batch_seconds: float = 87.5  # fairseq's max_tokens 1.4M samples per process
+    max_sample_seconds: float = 15.625  # crop (max_sample_size 250k)
+    min_sample_seconds: float = 2.0  # shorter utterances are left out (min_sample_size 32k)
+    update_freq: int = 1  # gradient accumulation
+    seed: int = 0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "betas": list(self.betas)}
+
+
+@dataclass
+class TrainResult:
+    step: int
+    resumed_from: int | None
+    final: Path | None
+    stopped: bool = False
+    last: dict = field(default_factory=dict)  # the last step's metrics
+
+
+class TrainingStopped(JobFailed):
+    """Asked to stop (SIGTERM / SIGINT): the checkpoint is written; the same command resumes."""
+
+
+def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: LabelledSplit | None, config: TrainConfig,
+                 run_dir: str | os.PathLike, *, device: str = "cpu", description: dict | None = None,
+                 on_step: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `model` on `train` (valid loss at each checkpoint), resuming RUN_DIR's newest
+    checkpoint if there is one. `description` (data, model source) joins run.json.
+    `on_step(metrics)` after every optimizer step (rank 0)."""
+    run_dir = Path(run_dir)
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    target = resolve_device(_rank_device(device))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    if train.num_classes != model.num_classes or train.label_rate != model.label_rate:
+        raise InputError(f"the model predicts {model.num_classes} classes at {model.label_rate:g} Hz; {train.name}'s "
+                         f"labels have {train.num_classes} at {train.label_rate:g} Hz")
+    run = {"model": model.hubert.config.to_dict(), "objective": model.objective.to_dict(),
+           "num_classes": model.num_classes, "label_rate": model.label_rate, "train": config.to_dict(),
+           "world_size": world, **(description or {})}
+    if rank == 0:
+        _claim(run_dir, run)
+    if world > 1:
+        torch.distributed.barrier()  # RUN_DIR claimed before any rank reads its checkpoints
+    torch.manual_seed(config.seed)
+    model.to(target).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
+                                  weight_decay=config.weight_decay)
+    scheduler = get_polynomial_decay_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps,
+                                                          lr_end=0.0, power=config.power)
+    state = {"epoch": 0, "position": 0, "rng": np.random.default_rng([config.seed, rank]).bit_generator.state}
+    resumed = checkpoints.latest(run_dir)
+    step = 0
+    if resumed is not None:
+        state = checkpoints.restore(resumed, model, optimizer, scheduler)
+        step = state.pop("step")
+        _truncate_metrics(run_dir / METRICS, step)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state["rng"]
+    # layers skipped by layerdrop leave parameters without gradients, which DDP must be told to expect
+    wrapped = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, find_unused_parameters=model.hubert.config.layerdrop > 0)
+    batches = _Batches(train, config, world, rank, state["epoch"], state["position"])
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if target.type == "cuda" else nullcontext()
+    result = TrainResult(step, None if resumed is None else step, None)
+
+    def save() -> None:
+        if rank == 0:
+            checkpoints.save(run_dir, step, model, optimizer, scheduler,
+                             {"epoch": batches.epoch, "position": batches.position, "rng": rng.bit_generator.state},
+                             config.keep_checkpoints)
+        if world > 1:
+            torch.distributed.barrier()
+
+    with _stop_requests() as stop, open(run_dir / METRICS if rank == 0 else os.devnull, "a", newline="") as log:
+        writer = csv.DictWriter(log, FIELDS)
+        if log.tell() == 0:
+            writer.writeheader()
+        while step < config.max_steps:
+            started = time.perf_counter()
+            loss_sum, correct, masked, seconds = 0.0, 0, 0, 0.0
+            for micro in range(config.update_freq):
+                batch = batches.next(rng)
+                sync = nullcontext() if world == 1 or micro == config.update_freq - 1 else wrapped.no_sync()
+                with sync, autocast:
+                    out = _forward(wrapped, model, batch, target, rng)
+                    (out.loss / config.update_freq).backward()
+                loss_sum += float(out.loss.detach()) / config.update_freq
+                correct += int((out.logits_masked.argmax(-1) == out.targets_masked).sum())
+                masked += len(out.targets_masked)
+                seconds += batch["seconds"]
+            if config.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            metrics = {"step": step, "epoch": batches.epoch, "loss": loss_sum, "lr": lr,
+                       "masked_accuracy": correct / masked if masked else float("nan"),
+                       "audio_seconds": seconds * world, "seconds": time.perf_counter() - started}
+            result.last = metrics
+            if rank == 0:
+                writer.writerow(metrics)
+                if on_step is not None:
+                    on_step(metrics)
+            if step % config.checkpoint_every == 0 or step == config.max_steps or stop.requested:
+                if valid is not None and rank == 0:
+                    writer.writerow({"step": step, **evaluate(model, valid, config, target)})
+                log.flush()
+                save()
+            if stop.requested and step < config.max_steps:
+                result.step, result.stopped = step, True
+                raise TrainingStopped(f"stopped at step {step} ({stop.requested}); the checkpoint is in "
+                                      f"{run_dir / checkpoints.CHECKPOINTS}: run the same command to resume")
+    result.step = step
+    if rank == 0:
+        result.final = write_final(model, run_dir / "final")
+    return result
+
+
+def _forward(wrapped, model: HubertPretraining, batch: dict, device: torch.device, rng: np.random.Generator):
+    frames = model.frames(batch["input_values"].shape[1])
+    mask = model.mask_for(torch.full((len(batch["labels"]),), frames), rng)
+    return wrapped(batch["input_values"].to(device), None, batch["labels"].to(device),
+                   batch["label_lengths"].to(device), mask.to(device))
+
+
+def evaluate(model: HubertPretraining, split: LabelledSplit, config: TrainConfig, device: torch.device) -> dict:
+    """Masked-prediction loss and accuracy on `split`, with crops and masks of a fixed seed (the
+    same every time, so values are comparable across checkpoints)."""
+    rng = np.random.default_rng([config.seed, 7])
+    plan = batch_plan(split.sizes, int(config.batch_seconds * SAMPLE_RATE), int(config.max_sample_seconds * SAMPLE_RATE),
+                      int(config.min_sample_seconds * SAMPLE_RATE), rng)
+    was_training = model.training
+    model.eval()
+    loss, frames, correct = 0.0, 0, 0
+    with torch.no_grad():
+        for indices in plan:
+            batch = collate(split, indices, int(config.max_sample_seconds * SAMPLE_RATE), rng)
+            out = _forward(model, model, batch, device, rng)
+            loss += float(out.loss) * out.frames
+            frames += out.frames
+            correct += int((out.logits_masked.argmax(-1) == out.targets_masked).sum())
+    model.train(was_training)
+    if not frames:
+        return {"valid_loss": float("nan"), "valid_masked_accuracy": float("nan")}
+    return {"valid_loss": loss / frames, "valid_masked_accuracy": correct / frames}
+
+
+def write_final(model: HubertPretraining, directory: Path) -> Path:
+    """The trained encoder as a transformers directory (config, safetensors, feature extractor):
+    what every `--encoder` option takes. Raw waveforms, as fairseq's HuBERT base is trained."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    hub.loading_bars()  # transformers' "Writing model shards" bar, off when the command line's is on
+    model.hubert.save_pretrained(tmp)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=False,
+                             return_attention_mask=False).save_pretrained(tmp)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+class _Batches:
+    """The batches of each epoch in order, from where a checkpoint left off; this rank's share."""
+
+    def __init__(self, split: LabelledSplit, config: TrainConfig, world: int, rank: int, epoch: int, position: int):
+        self.split, self.config, self.world, self.rank = split, config, world, rank
+        self.epoch, self.position = epoch, position
+        self.max_samples = int(config.max_sample_seconds * SAMPLE_RATE)
+        self._plan = self._epoch_plan()
+
+    def _epoch_plan(self) -> list[list[int]]:
+        c = self.config
+        plan = batch_plan(self.split.sizes, int(c.batch_seconds * SAMPLE_RATE), self.max_samples,
+                          int(c.min_sample_seconds * SAMPLE_RATE), np.random.default_rng([c.seed, self.epoch, 1]))
+        if not plan:
+            raise InputError(f"{self.split.name}: no utterance is at least {c.min_sample_seconds:g} s long")
+        usable = len(plan) // self.world * self.world or len(plan)  # every rank takes as many steps
+        return plan[:usable][self.rank :: self.world]
+
+    def next(self, rng: np.random.Generator) -> dict:
+        if self.position >= len(self._plan):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._plan = self._epoch_plan()
+        indices = self._plan[self.position]
+        self.position += 1
+        return collate(self.split, indices, self.max_samples, rng)
+
+
+def _claim(run_dir: Path, run: dict) -> None:
+    """Start RUN_DIR or check it holds this same run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RUN_FILE
+    normalised = json.loads(json.dumps(run))
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        if earlier != normalised:
+            differ = sorted(k for k in set(earlier) | set(normalised) if earlier.get(k) != normalised.get(k))
+            raise InputError(f"{run_dir} holds a different run (differs in: {', '.join(differ)}); run the same command "
+                             "to resume it, or choose another run directory")
+        return
+    tmp = path.with_name(RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(normalised, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines a killed run logged after its last checkpoint: they are done again."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _rank_device(device: str) -> str:
+    """cuda -> cuda:LOCAL_RANK under torchrun."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+class _StopRequest:
+    requested: str | None = None
+
+
+@contextmanager
+def _stop_requests() -> Iterator[_StopRequest]:
+    """SIGTERM / SIGINT ask the loop to stop after the step it is in (and checkpoint), instead of
+    killing it mid-step; a second signal kills as usual."""
+    request = _StopRequest()
+    previous = {}
+
+    def handler(signum, frame):
+        if request.requested:
+            signal.signal(signum, previous[signum])
+            os.kill(os.getpid(), signum)
+            return
+        request.requested = signal.Signals(signum).name
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: no handlers, the loop runs as it is
+            pass
+    try:
+        yield request
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def warmup_default(max_steps: int) -> int:
+    """fairseq's HuBERT base warms up for 8% of its steps (32k of 400k)."""
+    return max(1, math.ceil(0.08 * max_steps))
