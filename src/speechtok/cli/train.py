@@ -53,11 +53,18 @@ def train_hubert(
     train_split = read_split(train, labels, label_rate)
     valid_split = read_split(valid, labels, train_split.label_rate) if valid is not None else None
     if init is not None:
-        from transformers import HubertModel
+        from transformers import HubertConfig, HubertModel
+
+        from ..train.hubert import BASE_TRAINING
 
         pretrained = HubertModel.from_pretrained(init)
-        model = HubertPretraining(pretrained.config, train_split.num_classes, train_split.label_rate)
-        model.hubert.load_state_dict(pretrained.state_dict(), strict=False)
+        # its architecture, with the pre-training dropout and masking settings (not a fine-tuned model's)
+        architecture = HubertConfig(**{**pretrained.config.to_dict(), **BASE_TRAINING})
+        model = HubertPretraining(architecture, train_split.num_classes, train_split.label_rate)
+        missing, unexpected = model.hubert.load_state_dict(pretrained.state_dict(), strict=False)
+        if unexpected or set(missing) - {"masked_spec_embed"}:
+            raise InputError(f"{init}: its weights do not fit its own config (missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]})")
     else:
         model = HubertPretraining(hubert_config(config or "base"), train_split.num_classes, train_split.label_rate)
     settings = TrainConfig(max_steps=max_steps, lr=lr, warmup_steps=warmup_default(max_steps) if warmup_steps is None

@@ -26,6 +26,8 @@ from ..corpus.inputs import from_tsv
 from ..errors import InputError, NotFoundError
 
 SAMPLE_RATE = 16000
+LABEL_TOLERANCE = 0.1  # seconds between audio and label durations (fairseq's verify_label_lengths)
+MAX_OFF_FRACTION = 0.01  # more utterances off than this: the labels are refused
 
 
 @dataclass
@@ -76,6 +78,14 @@ def read_split(tsv: str | os.PathLike, label_dir: str | os.PathLike, label_rate:
             raise InputError(f"{label_dir} has no labels.json to say its label rate: give --label-rate (100 for MFCC "
                              "labels, 50 for SSL ones)")
         label_rate = float(json.loads(record.read_text())["label_rate"])
+    # fairseq's verify_label_lengths (0.1 s); a few odd utterances are let through as fairseq lets
+    # them, a wrong label rate (every one off) is not
+    off = [i for i, (n, x) in enumerate(zip(sizes, labels)) if abs(n / SAMPLE_RATE - len(x) / label_rate) > LABEL_TOLERANCE]
+    if len(off) > MAX_OFF_FRACTION * len(paths):
+        i = off[0]
+        raise InputError(f"{km}: {len(off)} of {len(paths)} utterances have labels whose length does not match their "
+                         f"audio at {label_rate:g} labels/s (first: {paths[i]}, {sizes[i] / SAMPLE_RATE:.2f} s of audio, "
+                         f"{len(labels[i])} labels); a wrong --label-rate, or labels of another manifest?")
     return LabelledSplit(name, paths, sizes, labels, num_classes, float(label_rate))
 
 

@@ -13,6 +13,13 @@ Targets come at the label rate (100 Hz for MFCC labels, 50 Hz for SSL ones); mod
 label `round_down(t x label_rate / frame_rate)`, and frames beyond the labels are dropped, as
 fairseq's `forward_targets` does. Masks are spans (`mask_prob`, `mask_length`, at least
 `min_masks` spans) drawn by transformers' `_compute_mask_indices`, fairseq's span masking.
+
+Where this departs from fairseq, knowingly: frames beyond an utterance's labels are left out of
+that utterance's attention and loss (fairseq crops the whole batch to its shortest label
+sequence; batches here are cropped to one audio length, so the two differ by a frame at most);
+transformers' span masking draws its rounding once per batch and does not equalise mask counts
+across rows (`require_same_masks`); the loss is averaged per batch (and across accumulated batches
+and processes), where fairseq divides the summed loss by the whole update's masked-frame count.
 """
 
 from __future__ import annotations
@@ -143,9 +150,9 @@ class HubertPretraining(nn.Module):
         labels: frame t takes label floor(t x ratio), and T' = min(frames, labels / ratio) as in
         fairseq's `forward_targets` (per utterance here, where fairseq crops a batch to its shortest)."""
         ratio = self.label_rate / self.frame_rate
-        usable = torch.minimum(torch.floor(label_lengths.double() / ratio).long(), torch.tensor(frames))
+        usable = torch.floor(label_lengths.double() / ratio).long().clamp(max=frames)
         kept = int(usable.max()) if len(usable) else 0
-        positions = (torch.arange(kept, dtype=torch.float32) * ratio).long()
+        positions = (torch.arange(kept, dtype=torch.float32, device=labels.device) * ratio).long()
         positions = positions.clamp(max=max(labels.shape[1] - 1, 0))
         return labels[:, positions], usable
 
@@ -185,8 +192,8 @@ class HubertPretraining(nn.Module):
         if attention_mask is not None:
             valid = self.hubert._get_feature_vector_attention_mask(frames, attention_mask)[:, : targets.shape[1]].bool()
         else:
-            valid = torch.ones(features.shape[:2], dtype=torch.bool)
-        valid &= torch.arange(targets.shape[1])[None, :] < usable[:, None]
+            valid = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        valid &= torch.arange(targets.shape[1], device=features.device)[None, :] < usable[:, None]
         hidden = self.hubert.feature_projection(features)
         hidden = self.hubert._mask_hidden_states(hidden, mask_time_indices=mask & valid)
         # a bool mask (a long one reads as additive); none where every frame is real, as for one file

@@ -70,6 +70,14 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
 
+    def __post_init__(self):
+        for name in ("max_steps", "checkpoint_every", "update_freq", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.min_sample_seconds < 0.5 or self.max_sample_seconds < self.min_sample_seconds:
+            raise InputError("min-sample-seconds must be at least 0.5 (a few masked spans) and at most "
+                             f"max-sample-seconds; got {self.min_sample_seconds} and {self.max_sample_seconds}")
+
     def to_dict(self) -> dict:
         return {**asdict(self), "betas": list(self.betas)}
 
@@ -96,6 +104,8 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
     run_dir = Path(run_dir)
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     target = resolve_device(_rank_device(device))
+    if target.type == "cuda":
+        torch.cuda.set_device(target)  # this process's GPU, for NCCL and the RNG state
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if target.type == "cuda" else "gloo")
     if train.num_classes != model.num_classes or train.label_rate != model.label_rate:
@@ -106,8 +116,7 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
            "world_size": world, **(description or {})}
     if rank == 0:
         _claim(run_dir, run)
-    if world > 1:
-        torch.distributed.barrier()  # RUN_DIR claimed before any rank reads its checkpoints
+    _barrier(world)  # RUN_DIR claimed before any rank reads its checkpoints
     torch.manual_seed(config.seed)
     model.to(target).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
@@ -118,9 +127,10 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
     resumed = checkpoints.latest(run_dir)
     step = 0
     if resumed is not None:
-        state = checkpoints.restore(resumed, model, optimizer, scheduler)
+        state = checkpoints.restore(resumed, model, optimizer, scheduler, rank, target)
         step = state.pop("step")
-        _truncate_metrics(run_dir / METRICS, step)
+        if rank == 0:
+            _truncate_metrics(run_dir / METRICS, step)
     rng = np.random.default_rng()
     rng.bit_generator.state = state["rng"]
     # layers skipped by layerdrop leave parameters without gradients, which DDP must be told to expect
@@ -131,12 +141,16 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
     result = TrainResult(step, None if resumed is None else step, None)
 
     def save() -> None:
+        tmp = checkpoints.begin(run_dir, step) if rank == 0 else run_dir / checkpoints.CHECKPOINTS / (
+            checkpoints.name(step) + ".tmp")
+        _barrier(world)
+        checkpoints.save_random_states(tmp, rank, rng.bit_generator.state, target)
+        _barrier(world)
         if rank == 0:
-            checkpoints.save(run_dir, step, model, optimizer, scheduler,
-                             {"epoch": batches.epoch, "position": batches.position, "rng": rng.bit_generator.state},
-                             config.keep_checkpoints)
-        if world > 1:
-            torch.distributed.barrier()
+            checkpoints.finish(tmp, model, optimizer, scheduler,
+                               {"step": step, "epoch": batches.epoch, "position": batches.position},
+                               config.keep_checkpoints)
+        _barrier(world)
 
     with _stop_requests() as stop, open(run_dir / METRICS if rank == 0 else os.devnull, "a", newline="") as log:
         writer = csv.DictWriter(log, FIELDS)
@@ -170,14 +184,15 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
                 writer.writerow(metrics)
                 if on_step is not None:
                     on_step(metrics)
-            if step % config.checkpoint_every == 0 or step == config.max_steps or stop.requested:
+            stopping = _any_rank(stop.requested is not None, world, target)  # all ranks stop at the same step
+            if step % config.checkpoint_every == 0 or step == config.max_steps or stopping:
                 if valid is not None and rank == 0:
                     writer.writerow({"step": step, **evaluate(model, valid, config, target)})
                 log.flush()
                 save()
-            if stop.requested and step < config.max_steps:
+            if stopping and step < config.max_steps:
                 result.step, result.stopped = step, True
-                raise TrainingStopped(f"stopped at step {step} ({stop.requested}); the checkpoint is in "
+                raise TrainingStopped(f"stopped at step {step} ({stop.requested or 'another process'}); the checkpoint is in "
                                       f"{run_dir / checkpoints.CHECKPOINTS}: run the same command to resume")
     result.step = step
     if rank == 0:
@@ -243,7 +258,10 @@ class _Batches:
                           int(c.min_sample_seconds * SAMPLE_RATE), np.random.default_rng([c.seed, self.epoch, 1]))
         if not plan:
             raise InputError(f"{self.split.name}: no utterance is at least {c.min_sample_seconds:g} s long")
-        usable = len(plan) // self.world * self.world or len(plan)  # every rank takes as many steps
+        if len(plan) < self.world:
+            raise InputError(f"{self.split.name}: {len(plan)} batches for {self.world} processes; give more data or "
+                             "smaller --batch-seconds")
+        usable = len(plan) // self.world * self.world  # every rank takes as many steps
         return plan[:usable][self.rank :: self.world]
 
     def next(self, rng: np.random.Generator) -> dict:
@@ -273,15 +291,33 @@ def _claim(run_dir: Path, run: dict) -> None:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the lines a killed run logged after its last checkpoint: they are done again."""
+    """Drop the lines a killed run logged after its last checkpoint (they are done again), and a
+    last line it may have left half-written."""
     if not path.exists():
         return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    rows = [r for r in csv.DictReader(lines) if None not in r.values() and int(r["step"]) <= step]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    """`flag` of any process (a stop asked of one stops all, at the same step)."""
+    if world == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _rank_device(device: str) -> str:
