@@ -16,7 +16,7 @@ def tiny_config(**overrides) -> HubertConfig:
     return HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                         conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
                         hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
-                        layerdrop=0.0, **overrides)
+                        layerdrop=0.0, mask_time_prob=0.8, mask_time_length=10, mask_time_min_masks=2, **overrides)
 
 
 def batch(seed: int = 0):

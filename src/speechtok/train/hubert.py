@@ -11,8 +11,9 @@
 
 Targets come at the label rate (100 Hz for MFCC labels, 50 Hz for SSL ones); model frame t takes
 label `round_down(t x label_rate / frame_rate)`, and frames beyond the labels are dropped, as
-fairseq's `forward_targets` does. Masks are spans (`mask_prob`, `mask_length`, at least
-`min_masks` spans) drawn by transformers' `_compute_mask_indices`, fairseq's span masking.
+fairseq's `forward_targets` does. Masks are spans (the config's `mask_time_prob`,
+`mask_time_length`, at least `mask_time_min_masks` spans: fairseq's mask_prob 0.8, length 10, 2 in
+`BASE_TRAINING`) drawn by transformers' `_compute_mask_indices`, fairseq's span masking.
 
 Where this departs from fairseq, knowingly: frames beyond an utterance's labels are left out of
 that utterance's attention and loss (fairseq crops the whole batch to its shortest label
@@ -39,7 +40,8 @@ from ..errors import InputError
 
 @dataclass(frozen=True)
 class Objective:
-    """fairseq's HuBERT base settings (hubert_base_librispeech.yaml and the model's defaults)."""
+    """fairseq's HuBERT base loss settings (hubert_base_librispeech.yaml and the model's defaults); the
+    masking settings are the HubertConfig's (`mask_time_*`)."""
 
     final_dim: int = 256
     logit_temp: float = 0.1
@@ -47,9 +49,6 @@ class Objective:
     pred_masked_weight: float = 1.0
     pred_nomask_weight: float = 0.0
     feature_pen_weight: float = 10.0
-    mask_prob: float = 0.8
-    mask_length: int = 10
-    min_masks: int = 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,8 +125,8 @@ class HubertPretraining(nn.Module):
                  objective: Objective | None = None):
         super().__init__()
         self.objective = objective or Objective()
-        if config.mask_time_prob <= 0:  # the model has a mask embedding only when it masks
-            config.mask_time_prob = self.objective.mask_prob
+        if config.mask_time_prob <= 0:
+            raise InputError("HuBERT pre-training masks frames: the config needs mask_time_prob > 0 (fairseq: 0.8)")
         self.hubert = HubertModel(config)
         self.final_proj = nn.Linear(config.hidden_size, self.objective.final_dim)
         self.label_embs = nn.Parameter(torch.empty(num_classes, self.objective.final_dim))
@@ -167,8 +166,9 @@ class HubertPretraining(nn.Module):
             state = np.random.get_state()
             np.random.seed(int(generator.integers(2**32 - 1)))
         try:
-            mask = _compute_mask_indices((batch, frames), self.objective.mask_prob, self.objective.mask_length,
-                                         attention_mask=attention, min_masks=self.objective.min_masks)
+            c = self.hubert.config
+            mask = _compute_mask_indices((batch, frames), c.mask_time_prob, c.mask_time_length, attention_mask=attention,
+                                         min_masks=c.mask_time_min_masks)
         finally:
             if state is not None:
                 np.random.set_state(state)
