@@ -231,20 +231,39 @@ def test_the_trained_model_is_an_encoder_for_the_next_iteration(labelled, tmp_pa
     torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_torchrun_processes_share_the_batches(labelled, tmp_path):
-    # the DDP path on CPU (gloo): two processes, each its half of the batches, rank 0 writes
+def test_torchrun_processes_share_the_batches_and_resume_together(labelled, tmp_path):
+    # the DDP path on CPU (gloo): two processes, each its half of the batches, rank 0 writes; a
+    # SIGTERM to torchrun reaches both, they stop at the same step with every process's random
+    # states checkpointed, and the resumed run ends bit for bit as the uninterrupted one
+    import signal
     import subprocess
     import sys
+    import time
 
-    out = tmp_path / "ddp"
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-            "speechtok.cli", *map(str, train_args(labelled, out, steps=2, every=2))]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    from safetensors.torch import load_file
+
+    def torchrun(out):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+                "speechtok.cli", *map(str, train_args(labelled, out, steps=30, every=3))]
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    done = subprocess.run(torchrun(whole), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()[1:]]
-    assert [r[0] for r in rows if r[2]] == ["1", "2"]
-    assert (out / "final" / "model.safetensors").exists() and (out / "checkpoints" / "step-00000002").is_dir()
-    assert '"world_size": 2' in (out / "run.json").read_text()
+    rows = [line.split(",") for line in (whole / "metrics.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows if r[2]] == [str(i) for i in range(1, 31)]
+    assert '"world_size": 2' in (whole / "run.json").read_text()
+    agent = subprocess.Popen(torchrun(resumed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while agent.poll() is None and not (resumed / "checkpoints" / "step-00000006").exists():
+        time.sleep(0.01)
+    assert agent.poll() is None, "the run finished before it could be stopped; make it longer"
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=600) != 0
+    stopped = [p.name for p in (resumed / "checkpoints").iterdir()]
+    assert all((resumed / "checkpoints" / n / f"rank-{r}.pt").exists() for n in stopped for r in (0, 1))
+    done = subprocess.run(torchrun(resumed), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (load_file(str(d / "final" / "model.safetensors")) for d in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_labels_of_the_wrong_rate_and_half_written_logs(labelled, tmp_path):
