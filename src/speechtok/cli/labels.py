@@ -29,6 +29,7 @@ from .common import (
     list_failures,
     load_encoder,
     make_engine,
+    quiet_transformers,
     say,
 )
 from .progress import JobProgress
@@ -155,6 +156,29 @@ def eval_stats(
                       f"{r.perplexity:.1f}", f"{r.tokens_per_second:.2f}", f"{r.nominal_bitrate:.0f} bit/s",
                       f"{r.entropy_bitrate:.0f} bit/s")
     Console(width=max(120, Console().width)).print(table)
+
+
+@eval_app.command("asr")
+@boundary
+def eval_asr(
+    model: str = typer.Argument(..., metavar="MODEL", help="A CTC model (transformers *ForCTC directory or hub id) with its processor."),
+    tsv: Path = typer.Argument(..., metavar="TSV", help="fairseq manifest of the utterances."),
+    references: Path = typer.Argument(..., metavar="LTR", help="Their transcripts, a line each: fairseq letters (.ltr, `|` ends a word) or words (.wrd)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write each utterance's reference, hypothesis and word errors here (JSON lines)."),
+    device: str = DEVICE,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a line."),
+):
+    """Word and character error rates of a CTC model's greedy transcripts (jiwer)."""
+    from ..train.asr import evaluate_asr
+
+    quiet_transformers()
+    result = evaluate_asr(model, tsv, references, device)
+    if out is not None:
+        out.write_text("".join(json.dumps(row) + "\n" for row in result.utterances))
+    if as_json:
+        typer.echo(json.dumps({"wer": result.wer, "cer": result.cer, "utterances": len(result.utterances)}))
+        return
+    say(f"WER {100 * result.wer:.2f}%  CER {100 * result.cer:.2f}%  ({len(result.utterances)} utterances)")
 
 
 @eval_app.command("labels")
