@@ -30,7 +30,6 @@ from transformers.models.hubert.modeling_hubert import _compute_mask_indices
 
 from speechtok.example_audio import timed_utterance
 from speechtok.train import HubertPretraining, TrainConfig, hubert_config, read_split, train_hubert
-from speechtok.train.data import batch_plan
 
 SR = 16000
 K = 100
@@ -64,15 +63,14 @@ def by_the_book(root: Path, config_name: str, settings: TrainConfig, steps: int)
                                   weight_decay=settings.weight_decay)
     scheduler = get_polynomial_decay_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
     rng = np.random.default_rng(0)
-    plan = batch_plan(split.sizes, int(settings.batch_seconds * SR), int(settings.max_sample_seconds * SR),
-                      int(settings.min_sample_seconds * SR), np.random.default_rng([0, 0, 1]))
+    plan = settings.plan(split, np.random.default_rng([0, 0, 1]))  # speechtok's first epoch
     captured = []  # the conv features of each forward, for the penalty (not running the extractor twice)
     model.feature_extractor.register_forward_hook(lambda module, inputs, out: captured.append(out))
     audio = 0.0
     started = time.perf_counter()
     for step in range(steps):
         indices = plan[step % len(plan)]
-        size = min(min(int(split.sizes[i]) for i in indices), int(settings.max_sample_seconds * SR))
+        size = min(min(int(split.sizes[i]) for i in indices), settings.max_samples)
         audio += size * len(indices) / SR
         waves, targets = [], []
         for i in indices:

@@ -172,7 +172,7 @@ def collect(inputs: Sequence[str | os.PathLike], id_column: str | None = None) -
         kind = lhotse.get(text)
         if is_url(text):
             audio, containers = list_url(text)
-            utterances += [Utterance(readable(uid), url) for uid, url in audio]
+            utterances += [Utterance(readable(_strip_ext(name)), url) for name, url in audio]  # ids as for a directory
             # listed from a local copy, but named by the URL: the job's digest and the rows do not
             # depend on where the cache is, and each process reads (and caches) what it reads
             utterances += [Utterance(u.id, url, member=u.member)

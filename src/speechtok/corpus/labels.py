@@ -38,7 +38,7 @@ from .lock import hold
 from .manifest import TokenizedCorpus
 from .runner import Engine
 from .sinks import utterance_digest
-from .store import atomic_write_text
+from .store import atomic_write_text, differing_keys
 from .tokenize import tokenize_corpus
 
 TOLERANCE_SECONDS = 0.1  # fairseq's verify_label_lengths tol
@@ -130,8 +130,8 @@ def _fitted_tokenizer(out: Path, signature: dict, device) -> TokenizerBase | Non
         return None
     earlier = json.loads(record.read_text())
     if earlier != signature:
-        differ = sorted(k for k in set(earlier) | set(signature) if earlier.get(k) != signature.get(k))
-        raise InputError(f"{out} holds labels of a k-means fitted differently ({', '.join(differ)} differ); "
+        differ = ", ".join(differing_keys(earlier, signature))
+        raise InputError(f"{out} holds labels of a k-means fitted differently ({differ} differ); "
                          "use a new output directory")
     # loaded by `load`, so an engine's workers can load it again (`load_args`)
     return load(out / "tokenizer", device=str(device))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
-from .remote import is_url
+from .remote import is_url, local_path
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def lock_directory(location: str | os.PathLike) -> Path:
     if is_url(text):
         key = hashlib.sha256(text.rstrip("/").encode()).hexdigest()[:20]
         return Path(tempfile.gettempdir()) / f"speechtok-locks-{os.getuid()}" / key  # per user: /tmp is shared
-    return Path(text.removeprefix("file://"))
+    return local_path(text)
 
 
 @contextmanager

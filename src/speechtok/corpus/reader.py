@@ -90,7 +90,6 @@ class AudioReader:
             return Loaded(utterance, index, error=f"{type(error).__name__}: {error}")
         return Loaded(utterance, index, wave=wave)
 
-
     def _stream(self, utterance: Utterance) -> WaveStream | None:
         """A WaveStream for a plain local file longer than `stream_samples`, else None."""
         path = utterance.path

@@ -35,6 +35,11 @@ def is_url(text: str) -> bool:
     return bool(sep) and scheme.isidentifier() and scheme != "file"
 
 
+def local_path(text: str) -> Path:
+    """A location that is not a URL (`is_url`) as a local path (`file://` removed)."""
+    return Path(text.removeprefix("file://"))
+
+
 def file_system(url: str):
     import fsspec
 
@@ -47,8 +52,8 @@ def file_system(url: str):
 
 
 def list_url(url: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """What `url` names (itself, the files under it, or a glob's matches): (id, url) of its audio
-    files, and the URLs of its containers."""
+    """What `url` names (itself, the files under it, or a glob's matches): (name, url) of its audio
+    files, the name relative to a prefix (else the URL), and the URLs of its containers."""
     fs, path = file_system(url)
     try:
         if glob.has_magic(path):
@@ -66,12 +71,11 @@ def list_url(url: str) -> tuple[list[tuple[str, str]], list[str]]:
     if not audio and not containers:
         raise InputError(f"{url}: names no audio files, Parquet files or .tar shards")
 
-    def ident(p: str) -> str:
-        name = p[len(base):] if base and p.startswith(base) else fs.unstrip_protocol(p)
-        return name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
+    def name(p: str) -> str:
+        return p[len(base):] if base and p.startswith(base) else fs.unstrip_protocol(p)
 
     # http(s) paths keep their scheme: not added twice
-    return [(ident(p), fs.unstrip_protocol(p)) for p in audio], containers
+    return [(name(p), fs.unstrip_protocol(p)) for p in audio], containers
 
 
 _copies: dict[str, Path] = {}  # url -> its copy, for this process (readers ask once per member)

@@ -36,7 +36,7 @@ from .manifest import DATA_DIR, CorpusManifest, ShardRecord
 from .reader import Loaded
 from .remote import is_url
 from .runner import JobResult, Work, error_record
-from .store import atomic_write_text, file_digest, open_store
+from .store import atomic_write_text, claim_record, file_digest, open_store
 
 DEFAULT_SHARD_SIZE = 1000  # utterances per Parquet file (a few hours of speech)
 JOB_FILE = "job.json"
@@ -128,27 +128,10 @@ class ParquetShards:
         """Create OUT or check it holds this same job; drop what a killed run left half-written."""
         self.store.makedirs(STATE_DIR, DATA_DIR)
         with hold(self.out, ".job.lock", wait=True):  # one job.json check at a time
-            self._check_job()
+            claim_record(self.store, JOB_FILE, self.signature, "job")
         for folder in (DATA_DIR, STATE_DIR):
             for stale in self.store.glob(f"{folder}/part-{self.rank:03d}-*.tmp"):
                 self.store.remove(stale)
-
-    def _check_job(self) -> None:
-        where = self.store.location(JOB_FILE)
-        if self.store.exists(JOB_FILE):
-            try:
-                previous = json.loads(self.store.read_text(JOB_FILE))
-            except ValueError as error:
-                raise JobFailed(f"{where}: damaged ({error}); it records which job OUT holds, so OUT cannot be "
-                                "resumed safely: choose another output directory") from None
-            if previous != self.signature:
-                changed = sorted(k for k in set(previous) | set(self.signature) if previous.get(k) != self.signature.get(k))
-                raise InputError(
-                    f"{self.store} holds the output of a different job (differs in: {', '.join(changed)}). "
-                    "Re-run with the same arguments to resume it, or choose another output directory."
-                )
-        else:
-            self.store.write_text(JOB_FILE, json.dumps(self.signature, indent=2) + "\n")
 
     def pending(self, indices: range, result: JobResult) -> list[Work]:
         self._claim()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -27,7 +28,8 @@ from typing import IO, Iterator, TextIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .remote import file_system, is_url
+from ..errors import InputError, JobFailed
+from .remote import file_system, is_url, local_path
 
 CHUNK_BYTES = 1 << 22  # read 4 MiB at a time when hashing a file
 
@@ -211,10 +213,33 @@ class RemoteStore:
 Store = LocalStore | RemoteStore
 
 
+def differing_keys(earlier: dict, now: dict) -> list[str]:
+    """The keys whose values differ between two records (a key one lacks counts)."""
+    return sorted(k for k in set(earlier) | set(now) if earlier.get(k) != now.get(k))
+
+
+def claim_record(store: Store, name: str, record: dict, kind: str) -> None:
+    """Write `record` as the JSON file `name` of `store`, or check that the one there is the same:
+    a re-run of the same `kind` (job, run) resumes; another is refused, naming what differs."""
+    record = json.loads(json.dumps(record))  # as it reads back (tuples are lists)
+    if not store.exists(name):
+        store.write_text(name, json.dumps(record, indent=2) + "\n")
+        return
+    try:
+        earlier = json.loads(store.read_text(name))
+    except ValueError as error:
+        raise JobFailed(f"{store.location(name)}: damaged ({error}); it records which {kind} {store} holds, so it "
+                        "cannot be resumed safely: choose another output directory") from None
+    if earlier != record:
+        raise InputError(f"{store} holds the output of a different {kind} (differs in: "
+                         f"{', '.join(differing_keys(earlier, record))}). Re-run with the same arguments to resume it, "
+                         "or choose another output directory.")
+
+
 def open_store(location: str | os.PathLike) -> Store:
     """The store of an output directory: an fsspec URL is an object store prefix; anything else
     (a `file://` URL too) a local directory."""
     text = os.fspath(location)
     if is_url(text):
         return RemoteStore(text)
-    return LocalStore(text.removeprefix("file://"))
+    return LocalStore(local_path(text))

@@ -50,10 +50,14 @@ class KaldiMfcc:
         lifter = 1.0 + 0.5 * LIFTER * np.sin(np.pi * np.arange(CEPSTRA) / LIFTER)
         self.cepstra = torch.from_numpy((dct.T * lifter).astype(np.float32))  # [bins, 13], lifter folded in
 
+    def frame_count(self, samples: int) -> int:
+        """T = 1 + (N - window) // shift (0 for a wave shorter than a window)."""
+        return max(0, 1 + (samples - self.window) // self.shift)
+
     def __call__(self, wave: np.ndarray) -> torch.Tensor:
-        """[T, 13] with T = 1 + (N - window) // shift (0 for a wave shorter than a window)."""
+        """[T, 13], T = `frame_count(len(wave))`."""
         samples = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
-        count = max(0, 1 + (len(samples) - self.window) // self.shift)
+        count = self.frame_count(len(samples))
         out = torch.empty(count, CEPSTRA)
         # frame-local: blocks give the same frames (to float32 rounding; the block size is fixed, so a
         # file's features do not depend on anything else)
@@ -66,7 +70,7 @@ class KaldiMfcc:
         """`self(wave)` of each wave; the frames of short waves are computed together (one call per
         batch, not per file: per-file calls were most of an MFCC job on short files). Equal to one
         wave at a time: every op is row-wise (one torch thread: the encoder's `cpu_threads`)."""
-        counts = [max(0, 1 + (len(w) - self.window) // self.shift) for w in waves]
+        counts = [self.frame_count(len(w)) for w in waves]
         if sum(counts) > self.BLOCK_FRAMES or len(waves) == 1:
             return [self(w) for w in waves]
         frames = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).unfold(0, self.window, self.shift)

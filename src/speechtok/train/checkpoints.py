@@ -31,9 +31,14 @@ def name(step: int) -> str:
     return f"step-{step:08d}"
 
 
+def staging(run_dir: Path, step: int) -> Path:
+    """The temporary directory step `step`'s checkpoint is written into."""
+    return run_dir / CHECKPOINTS / (name(step) + ".tmp")
+
+
 def begin(run_dir: Path, step: int) -> Path:
-    """The empty temporary directory of step `step`'s checkpoint (rank 0 makes it)."""
-    tmp = run_dir / CHECKPOINTS / (name(step) + ".tmp")
+    """Make `staging(run_dir, step)` empty (rank 0, before every rank writes into it)."""
+    tmp = staging(run_dir, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp

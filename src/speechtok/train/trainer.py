@@ -21,7 +21,6 @@ gradients are averaged by DDP; rank 0 writes. The single process is the world-si
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import shutil
@@ -37,6 +36,7 @@ import torch
 from transformers import Wav2Vec2FeatureExtractor, get_polynomial_decay_schedule_with_warmup
 
 from .. import hub
+from ..corpus.store import LocalStore, claim_record
 from ..errors import InputError, JobFailed
 from ..runtime.device import resolve_device
 from . import checkpoints
@@ -81,6 +81,15 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "betas": list(self.betas)}
 
+    @property
+    def max_samples(self) -> int:
+        return int(self.max_sample_seconds * SAMPLE_RATE)
+
+    def plan(self, split: LabelledSplit, rng: np.random.Generator) -> list[list[int]]:
+        """One epoch's batches of `split` under these settings (`data.batch_plan`)."""
+        return batch_plan(split.sizes, int(self.batch_seconds * SAMPLE_RATE), self.max_samples,
+                          int(self.min_sample_seconds * SAMPLE_RATE), rng)
+
 
 @dataclass
 class TrainResult:
@@ -114,8 +123,9 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
     run = {"model": model.hubert.config.to_dict(), "objective": model.objective.to_dict(),
            "num_classes": model.num_classes, "label_rate": model.label_rate, "train": config.to_dict(),
            "world_size": world, **(description or {})}
-    if rank == 0:
-        _claim(run_dir, run)
+    if rank == 0:  # start RUN_DIR, or check it holds this same run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        claim_record(LocalStore(run_dir), RUN_FILE, run, "run")
     _barrier(world)  # RUN_DIR claimed before any rank reads its checkpoints
     torch.manual_seed(config.seed)
     model.to(target).train()
@@ -141,8 +151,7 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
     result = TrainResult(step, None if resumed is None else step, None)
 
     def save() -> None:
-        tmp = checkpoints.begin(run_dir, step) if rank == 0 else run_dir / checkpoints.CHECKPOINTS / (
-            checkpoints.name(step) + ".tmp")
+        tmp = checkpoints.begin(run_dir, step) if rank == 0 else checkpoints.staging(run_dir, step)
         _barrier(world)
         checkpoints.save_random_states(tmp, rank, rng.bit_generator.state, target)
         _barrier(world)
@@ -211,14 +220,13 @@ def evaluate(model: HubertPretraining, split: LabelledSplit, config: TrainConfig
     """Masked-prediction loss and accuracy on `split`, with crops and masks of a fixed seed (the
     same every time, so values are comparable across checkpoints)."""
     rng = np.random.default_rng([config.seed, 7])
-    plan = batch_plan(split.sizes, int(config.batch_seconds * SAMPLE_RATE), int(config.max_sample_seconds * SAMPLE_RATE),
-                      int(config.min_sample_seconds * SAMPLE_RATE), rng)
+    plan = config.plan(split, rng)
     was_training = model.training
     model.eval()
     loss, frames, correct = 0.0, 0, 0
     with torch.no_grad():
         for indices in plan:
-            batch = collate(split, indices, int(config.max_sample_seconds * SAMPLE_RATE), rng)
+            batch = collate(split, indices, config.max_samples, rng)
             out = _forward(model, model, batch, device, rng)
             loss += float(out.loss) * out.frames
             frames += out.frames
@@ -249,13 +257,11 @@ class _Batches:
     def __init__(self, split: LabelledSplit, config: TrainConfig, world: int, rank: int, epoch: int, position: int):
         self.split, self.config, self.world, self.rank = split, config, world, rank
         self.epoch, self.position = epoch, position
-        self.max_samples = int(config.max_sample_seconds * SAMPLE_RATE)
         self._plan = self._epoch_plan()
 
     def _epoch_plan(self) -> list[list[int]]:
         c = self.config
-        plan = batch_plan(self.split.sizes, int(c.batch_seconds * SAMPLE_RATE), self.max_samples,
-                          int(c.min_sample_seconds * SAMPLE_RATE), np.random.default_rng([c.seed, self.epoch, 1]))
+        plan = c.plan(self.split, np.random.default_rng([c.seed, self.epoch, 1]))
         if not plan:
             raise InputError(f"{self.split.name}: no utterance is at least {c.min_sample_seconds:g} s long")
         if len(plan) < self.world:
@@ -270,24 +276,7 @@ class _Batches:
             self._plan = self._epoch_plan()
         indices = self._plan[self.position]
         self.position += 1
-        return collate(self.split, indices, self.max_samples, rng)
-
-
-def _claim(run_dir: Path, run: dict) -> None:
-    """Start RUN_DIR or check it holds this same run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / RUN_FILE
-    normalised = json.loads(json.dumps(run))
-    if path.exists():
-        earlier = json.loads(path.read_text())
-        if earlier != normalised:
-            differ = sorted(k for k in set(earlier) | set(normalised) if earlier.get(k) != normalised.get(k))
-            raise InputError(f"{run_dir} holds a different run (differs in: {', '.join(differ)}); run the same command "
-                             "to resume it, or choose another run directory")
-        return
-    tmp = path.with_name(RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(normalised, indent=2) + "\n")
-    os.replace(tmp, path)
+        return collate(self.split, indices, self.config.max_samples, rng)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
