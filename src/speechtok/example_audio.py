@@ -76,6 +76,24 @@ def frame_phones(spans: list[tuple[float, float, str]], seconds: float, rate: fl
     return [next(name for a, b, name in spans if a <= c < b) for c in centres]
 
 
+# how each phone-like class is written in a transcript (silences end words)
+LETTERS = {"aa": "A", "iy": "I", "uw": "U", "eh": "E", "s": "S", "m": "M", "ao": "O", "sil": "|"}
+
+
+def phone_transcript(spans: list[tuple[float, float, str]]) -> list[str]:
+    """The letters a `timed_utterance` spells, as a fairseq `.ltr` line's symbols: a letter per
+    phone, a silence as the end of a word (`|`), and a `|` at the end."""
+    letters = [LETTERS[name] for _, _, name in spans]
+    out: list[str] = []
+    for letter in letters:
+        if letter == "|" and (not out or out[-1] == "|"):
+            continue
+        out.append(letter)
+    if out and out[-1] != "|":
+        out.append("|")
+    return out
+
+
 def synthetic_speech(seconds: float, seed: int, sample_rate: int = 16000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = int(seconds * sample_rate)

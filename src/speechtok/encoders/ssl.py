@@ -155,26 +155,10 @@ class SSLEncoder(Encoder):
         wav2vec2 / HuBERT, Microsoft WavLM, s3prl; see `formats.ssl_checkpoints`). `normalize=None`
         follows the checkpoint: the feature-extractor config's `do_normalize`, or the original
         task's `normalize`."""
-        from transformers import AutoModel
-
-        loading_bars()
-
-        name_or_path = local_or_hub(str(name_or_path))  # a missing local path fails here, not as a download
-        if Path(name_or_path).is_file():  # an original checkpoint, read by speechtok.formats
-            model, extractor = reader("ssl-checkpoint")(name_or_path)
-        else:
-            # offline, the cache only: a missing model fails at once instead of after retries
-            local_only = not Path(name_or_path).exists() and offline()
-            try:
-                model = AutoModel.from_pretrained(name_or_path, revision=revision, local_files_only=local_only)
-            except OSError as err:
-                raise model_load_error(name_or_path, err) from None
-            extractor = _feature_extractor_config(name_or_path, revision, local_only)
+        model, extractor, source = load_ssl_model(name_or_path, revision)
         if normalize is None:
             normalize = extractor.get("do_normalize", True)
         sample_rate = extractor.get("sampling_rate", 16000)
-        # A local directory or file is recorded by absolute path, so saved tokenizers work from anywhere.
-        source = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else str(name_or_path)
         return cls(model, layers, normalize=normalize, source=source, revision=revision,
                    sample_rate=sample_rate, **kwargs)
 
@@ -302,6 +286,32 @@ def _truncate(model: nn.Module, last_layer: int) -> tuple[nn.Module, nn.Module]:
     if getattr(model.config, "do_stable_layer_norm", False):
         final_norm, encoder.layer_norm = encoder.layer_norm, nn.Identity()
     return model, final_norm
+
+
+def load_ssl_model(name_or_path: str, revision: str | None = None) -> tuple[nn.Module, dict, str]:
+    """(the transformers base model, its feature-extractor settings, its source) of a hub id, a
+    local transformers directory, a training run's directory or an original checkpoint file. The source of a local directory
+    or file is its absolute path, so what records it works from anywhere."""
+    from transformers import AutoModel
+
+    loading_bars()
+
+    name_or_path = local_or_hub(str(name_or_path))  # a missing local path fails here, not as a download
+    run = Path(name_or_path)
+    if run.is_dir() and not (run / "config.json").exists() and (run / "final" / "config.json").exists():
+        name_or_path = str(run / "final")  # a training run (`speechtok train`): its trained model
+    if Path(name_or_path).is_file():  # an original checkpoint, read by speechtok.formats
+        model, extractor = reader("ssl-checkpoint")(name_or_path)
+    else:
+        # offline, the cache only: a missing model fails at once instead of after retries
+        local_only = not Path(name_or_path).exists() and offline()
+        try:
+            model = AutoModel.from_pretrained(name_or_path, revision=revision, local_files_only=local_only)
+        except OSError as err:
+            raise model_load_error(name_or_path, err) from None
+        extractor = _feature_extractor_config(name_or_path, revision, local_only)
+    source = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else str(name_or_path)
+    return model, extractor, source
 
 
 def _feature_extractor_config(name_or_path: str, revision: str | None, local_only: bool = False) -> dict:

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import hub
@@ -21,6 +22,7 @@ from ..audio import load_audio
 from ..corpus.inputs import from_tsv
 from ..errors import InputError
 from ..runtime.device import resolve_device
+from .data import words_of
 
 
 @dataclass
@@ -35,36 +37,50 @@ def read_references(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     lines = path.read_text().splitlines()
     if path.suffix == ".ltr":
-        return [" ".join("".join(line.split()).split("|")).strip() for line in lines]
+        return [words_of(line.split()) for line in lines]
     return [" ".join(line.split()) for line in lines]
+
+
+def ctc_logits(model, processor, wave: np.ndarray, device: torch.device) -> torch.Tensor:
+    """[frames, vocabulary] logits of one utterance, alone (no padding, so the same as any batch
+    would give it alone)."""
+    inputs = processor(wave, sampling_rate=processor.feature_extractor.sampling_rate, return_tensors="pt")
+    return model(inputs.input_values.to(device)).logits[0]
+
+
+def greedy_text(processor, logits: torch.Tensor) -> str:
+    """Argmax per frame, repeats merged, blanks dropped, `|` as spaces (the processor's decode)."""
+    return " ".join(processor.batch_decode(logits.argmax(-1)[None])[0].split())
 
 
 def evaluate_asr(model_name: str, tsv: str | os.PathLike, references: str | os.PathLike,
                  device: str = "cpu") -> AsrResult:
-    import jiwer
     from transformers import AutoModelForCTC, AutoProcessor
 
     utterances = from_tsv(Path(tsv))
     texts = read_references(references)
     if len(texts) != len(utterances):
         raise InputError(f"{references} has {len(texts)} lines but {tsv} lists {len(utterances)} utterances")
+    if not all(texts):
+        raise InputError(f"{references}: empty references (line {texts.index('') + 1}); WER needs words")
     target = resolve_device(device)
     hub.loading_bars()  # transformers' own bars off when the command line says so
     processor = AutoProcessor.from_pretrained(model_name)
     model = AutoModelForCTC.from_pretrained(model_name).to(target).eval()
     rate = processor.feature_extractor.sampling_rate
-    hypotheses = []
     with torch.no_grad():
-        for u in utterances:  # one at a time: no padding, so every model sees what it would alone
-            wave = load_audio(u.path, rate, name=u.describe())
-            inputs = processor(wave, sampling_rate=rate, return_tensors="pt")
-            logits = model(inputs.input_values.to(target)).logits
-            hypotheses.append(" ".join(processor.batch_decode(logits.argmax(-1))[0].split()))
-    if not all(texts):
-        raise InputError(f"{references}: empty references (line {texts.index('') + 1}); WER needs words")
+        hypotheses = [greedy_text(processor, ctc_logits(model, processor, load_audio(u.path, rate, name=u.describe()), target))
+                      for u in utterances]
+    return score(texts, hypotheses, [u.id for u in utterances])
+
+
+def score(references: list[str], hypotheses: list[str], ids: list[str]) -> AsrResult:
+    """jiwer's WER and CER over the split, and each utterance's word errors."""
+    import jiwer
+
     rows = []
-    for u, ref, hyp in zip(utterances, texts, hypotheses):
+    for uid, ref, hyp in zip(ids, references, hypotheses):
         counts = jiwer.process_words(ref, hyp)
-        rows.append({"id": u.id, "reference": ref, "hypothesis": hyp,
+        rows.append({"id": uid, "reference": ref, "hypothesis": hyp,
                      "word_errors": counts.substitutions + counts.deletions + counts.insertions})
-    return AsrResult(jiwer.wer(texts, hypotheses), jiwer.cer(texts, hypotheses), rows)
+    return AsrResult(jiwer.wer(references, hypotheses), jiwer.cer(references, hypotheses), rows)

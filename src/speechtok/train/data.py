@@ -1,14 +1,17 @@
-"""What HuBERT pre-training reads, and how it batches it, as fairseq's `HubertDataset` does.
+"""What training reads, and how it batches it, as fairseq's `HubertDataset` does.
 
-A split is a fairseq manifest (`split.tsv`: a root line, then `path<TAB>num_samples`) and its
-labels (`LABEL_DIR/split.km`, one line of label ids per manifest entry; `dict.km.txt`, a line per
-class; the label rate from `labels.json` as `speechtok hubert-labels` writes it, or given).
+A split is a fairseq manifest (`split.tsv`: a root line, then `path<TAB>num_samples`) and either
+its labels for pre-training (`LABEL_DIR/split.km`, one line of label ids per manifest entry;
+`dict.km.txt`, a line per class; the label rate from `labels.json` as `speechtok hubert-labels`
+writes it, or given) or its transcripts for CTC (`split.ltr`: letters separated by spaces, `|`
+ending each word, as fairseq's `wav2vec_manifest` / `libri_labels` write them; or `split.wrd`: words).
 
 Batches (fairseq's `batch_by_size` over size-sorted utterances, `pad_audio=False`): utterances
 shorter than `min_samples` are left out; a batch holds utterances of similar length whose count x
 longest (cropped) length stays within `max_batch_samples`; every utterance of a batch is cropped to the
 batch's shortest (at most `max_samples`) from a random start, and its labels from the matching
-label frame (`round(start x label_rate / sample_rate)`), so no batch is padded.
+label frame (`round(start x label_rate / sample_rate)`), so no batch is padded. CTC batches are
+not cropped (`collate_padded`): utterances are zero-padded to the batch's longest.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,6 +32,14 @@ from ..errors import InputError, NotFoundError
 SAMPLE_RATE = 16000
 LABEL_TOLERANCE = 0.1  # seconds between audio and label durations (fairseq's verify_label_lengths)
 MAX_OFF_FRACTION = 0.01  # more utterances off than this: the labels are refused
+
+
+class Split(Protocol):
+    """What batching needs of a split."""
+
+    name: str
+    paths: list[str]
+    sizes: np.ndarray  # samples per utterance, as the manifest records them
 
 
 @dataclass
@@ -58,11 +70,7 @@ def read_split(tsv: str | os.PathLike, label_dir: str | os.PathLike, label_rate:
     for path in (tsv, km, dictionary):
         if not path.exists():
             raise NotFoundError(f"{path}: no such file (labels come from `speechtok hubert-labels` into {label_dir})")
-    paths = [u.path for u in from_tsv(tsv)]
-    try:
-        sizes = np.array([int(line.split("\t")[1]) for line in tsv.read_text().splitlines()[1:] if line.strip()])
-    except (IndexError, ValueError):
-        raise InputError(f"{tsv}: expected `path<TAB>num_samples` lines after the root line") from None
+    paths, sizes = _manifest(tsv)
     lines = km.read_text().splitlines()
     if len(lines) != len(paths):
         raise InputError(f"{km} has {len(lines)} lines but {tsv} lists {len(paths)} utterances: labels must be one "
@@ -87,6 +95,56 @@ def read_split(tsv: str | os.PathLike, label_dir: str | os.PathLike, label_rate:
                          f"audio at {label_rate:g} labels/s (first: {paths[i]}, {sizes[i] / SAMPLE_RATE:.2f} s of audio, "
                          f"{len(labels[i])} labels); a wrong --label-rate, or labels of another manifest?")
     return LabelledSplit(name, paths, sizes, labels, num_classes, float(label_rate))
+
+
+@dataclass
+class TranscribedSplit:
+    """The utterances of one split with their transcripts, as letter symbols (`|` ends a word)."""
+
+    name: str
+    paths: list[str]
+    sizes: np.ndarray
+    letters: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def words_of(letters: list[str]) -> str:
+    """The words a letter sequence spells (`|` ends a word), separated by single spaces."""
+    return " ".join("".join(letters).replace("|", " ").split())
+
+
+def read_transcribed(tsv: str | os.PathLike, text: str | os.PathLike) -> TranscribedSplit:
+    """A manifest and its transcripts: a fairseq `.ltr` file (letters and `|`, space-separated)
+    or a `.wrd` file (words, turned into letters as fairseq's `libri_labels.py` does)."""
+    tsv, text = Path(tsv), Path(text)
+    for path in (tsv, text):
+        if not path.exists():
+            raise NotFoundError(f"{path}: no such file")
+    paths, sizes = _manifest(tsv)
+    lines = text.read_text().splitlines()
+    if len(lines) != len(paths):
+        raise InputError(f"{text} has {len(lines)} lines but {tsv} lists {len(paths)} utterances: one transcript per "
+                         "line, in the manifest's order")
+    if text.suffix == ".ltr":
+        letters = [line.split() for line in lines]
+    else:  # words: each letter, "|" after every word
+        letters = [[c for word in line.split() for c in (*word, "|")] for line in lines]
+    empty = [i for i, x in enumerate(letters) if not x]
+    if empty:
+        raise InputError(f"{text}: line {empty[0] + 1} is empty ({len(empty)} empty transcripts); CTC needs text")
+    return TranscribedSplit(tsv.stem, paths, sizes, letters)
+
+
+def _manifest(tsv: Path) -> tuple[list[str], np.ndarray]:
+    """(audio paths, samples per utterance) of a fairseq manifest."""
+    paths = [u.path for u in from_tsv(tsv)]
+    try:
+        sizes = np.array([int(line.split("\t")[1]) for line in tsv.read_text().splitlines()[1:] if line.strip()])
+    except (IndexError, ValueError):
+        raise InputError(f"{tsv}: expected `path<TAB>num_samples` lines after the root line") from None
+    return paths, sizes
 
 
 def batch_plan(sizes: np.ndarray, max_batch_samples: int, max_samples: int, min_samples: int,
@@ -129,3 +187,23 @@ def collate(split: LabelledSplit, indices: list[int], max_samples: int, rng: np.
         raise InputError(f"{short}: has fewer samples than the manifest records; rebuild the manifest")
     return {"input_values": torch.from_numpy(np.stack(waves)), "labels": torch.from_numpy(padded),
             "label_lengths": torch.tensor([len(x) for x in labels]), "seconds": size * len(indices) / SAMPLE_RATE}
+
+
+def collate_padded(split: TranscribedSplit, indices: list[int], encode, normalize) -> dict:
+    """The batch of whole utterances, zero-padded to the longest: {input_values [B, S],
+    sample_lengths [B], labels [B, L] (padded with -100), label_lengths [B], seconds}.
+    `encode(letters) -> ids`; `normalize(wave) -> wave` (per utterance, before padding) or None."""
+    waves = []
+    for i in indices:
+        wave = load_audio(split.paths[i], SAMPLE_RATE)
+        waves.append(normalize(wave) if normalize is not None else wave)
+    targets = [encode(split.letters[i]) for i in indices]
+    values = np.zeros((len(waves), max(len(w) for w in waves)), dtype=np.float32)
+    labels = np.full((len(targets), max(len(t) for t in targets)), -100, dtype=np.int64)
+    for row, wave in zip(values, waves):
+        row[: len(wave)] = wave
+    for row, ids in zip(labels, targets):
+        row[: len(ids)] = ids
+    return {"input_values": torch.from_numpy(values), "sample_lengths": torch.tensor([len(w) for w in waves]),
+            "labels": torch.from_numpy(labels), "label_lengths": torch.tensor([len(t) for t in targets]),
+            "seconds": sum(len(w) for w in waves) / SAMPLE_RATE}

@@ -26,16 +26,21 @@ and processes), where fairseq divides the summed loss by the whole update's mask
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import HubertConfig, HubertModel
+from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 from transformers.models.hubert.modeling_hubert import _compute_mask_indices
 
+from .. import hub
 from ..errors import InputError
+from .data import SAMPLE_RATE, LabelledSplit, collate
+from .seeding import numpy_drawn_from
+from .trainer import TrainConfig, TrainResult, train
 
 
 @dataclass(frozen=True)
@@ -161,17 +166,10 @@ class HubertPretraining(nn.Module):
         is set from it) is given."""
         batch, frames = len(frame_lengths), int(frame_lengths.max())
         attention = (torch.arange(frames)[None, :] < frame_lengths[:, None]).long()
-        state = None
-        if generator is not None:
-            state = np.random.get_state()
-            np.random.seed(int(generator.integers(2**32 - 1)))
-        try:
-            c = self.hubert.config
+        c = self.hubert.config
+        with numpy_drawn_from(generator):
             mask = _compute_mask_indices((batch, frames), c.mask_time_prob, c.mask_time_length, attention_mask=attention,
                                          min_masks=c.mask_time_min_masks)
-        finally:
-            if state is not None:
-                np.random.set_state(state)
         return torch.from_numpy(mask) & attention.bool()
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor,
@@ -215,3 +213,84 @@ class HubertPretraining(nn.Module):
         projected = self.final_proj(x)
         return torch.cosine_similarity(projected.float()[:, None, :], self.label_embs.float()[None, :, :],
                                        dim=-1) / self.objective.logit_temp
+
+
+class HubertTask:
+    """HuBERT pre-training for the training loop (`trainer.train`): cropped, unpadded batches
+    (`data.collate`), a fresh span mask per batch, masked-prediction loss; scored by valid loss
+    and masked accuracy; handed off as a `HubertModel` directory."""
+
+    train_fields = ("masked_accuracy",)
+    valid_fields = ("valid_loss", "valid_masked_accuracy")
+
+    def __init__(self, model: HubertPretraining):
+        self.module = model
+        # layers skipped by layerdrop leave parameters without gradients
+        self.unused_parameters = model.hubert.config.layerdrop > 0
+
+    def describe(self) -> dict:
+        m = self.module
+        return {"model": m.hubert.config.to_dict(), "objective": m.objective.to_dict(), "num_classes": m.num_classes,
+                "label_rate": m.label_rate}
+
+    def plan(self, split: LabelledSplit, config: TrainConfig, rng: np.random.Generator) -> list[list[int]]:
+        if config.min_sample_seconds < 0.5:
+            raise InputError(f"min-sample-seconds must be at least 0.5 for masked prediction (a few masked spans); "
+                             f"got {config.min_sample_seconds}")
+        return config.plan(split, rng)
+
+    def collate(self, split: LabelledSplit, indices: list[int], config: TrainConfig, rng: np.random.Generator) -> dict:
+        return collate(split, indices, config.max_samples, rng)
+
+    def forward(self, wrapped: nn.Module, batch: dict, device: torch.device, rng: np.random.Generator) -> HubertOutput:
+        model = self.module
+        frames = model.frames(batch["input_values"].shape[1])
+        mask = model.mask_for(torch.full((len(batch["labels"]),), frames), rng)
+        return wrapped(batch["input_values"].to(device), None, batch["labels"].to(device),
+                       batch["label_lengths"].to(device), mask.to(device))
+
+    def loss(self, wrapped: nn.Module, batch: dict, device: torch.device, rng: np.random.Generator,
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.forward(wrapped, batch, device, rng)
+        return out.loss, {"correct": int((out.logits_masked.argmax(-1) == out.targets_masked).sum()),
+                          "masked": len(out.targets_masked)}
+
+    def step_metrics(self, counts: dict[str, float]) -> dict[str, float]:
+        return {"masked_accuracy": counts["correct"] / counts["masked"] if counts["masked"] else float("nan")}
+
+    def evaluate(self, split: LabelledSplit, config: TrainConfig, device: torch.device) -> dict[str, float]:
+        """Masked-prediction loss and accuracy, with crops and masks of a fixed seed (the same
+        every time, so values are comparable across checkpoints)."""
+        model = self.module
+        rng = np.random.default_rng([config.seed, 7])
+        was_training = model.training
+        model.eval()
+        loss, frames, correct = 0.0, 0, 0
+        with torch.no_grad():
+            for indices in config.plan(split, rng):
+                out = self.forward(model, collate(split, indices, config.max_samples, rng), device, rng)
+                loss += float(out.loss) * out.frames
+                frames += out.frames
+                correct += int((out.logits_masked.argmax(-1) == out.targets_masked).sum())
+        model.train(was_training)
+        if not frames:
+            return {"valid_loss": float("nan"), "valid_masked_accuracy": float("nan")}
+        return {"valid_loss": loss / frames, "valid_masked_accuracy": correct / frames}
+
+    def write_final(self, directory: Path) -> Path:
+        """The encoder as a transformers directory (config, safetensors, feature extractor): what
+        every `--encoder` option takes. Raw waveforms, as fairseq's HuBERT base is trained."""
+        hub.loading_bars()  # transformers' "Writing model shards" bar, off when the command line's is on
+        self.module.hubert.save_pretrained(directory)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=False,
+                                 return_attention_mask=False).save_pretrained(directory)
+        return directory
+
+
+def train_hubert(model: HubertPretraining, train_split: LabelledSplit, valid: LabelledSplit | None,
+                 config: TrainConfig, run_dir: str | os.PathLike, **kwargs) -> TrainResult:
+    """Pre-train `model` on `train_split`'s labels (`trainer.train`'s keyword arguments)."""
+    if train_split.num_classes != model.num_classes or train_split.label_rate != model.label_rate:
+        raise InputError(f"the model predicts {model.num_classes} classes at {model.label_rate:g} Hz; "
+                         f"{train_split.name}'s labels have {train_split.num_classes} at {train_split.label_rate:g} Hz")
+    return train(HubertTask(model), train_split, valid, config, run_dir, **kwargs)

@@ -1,4 +1,5 @@
-"""The HuBERT pre-training loop: resumable, one process or many (torchrun / DDP).
+"""The training loop: resumable, one process or many (torchrun / DDP), for any `Task` (HuBERT's
+masked prediction in `hubert.py`, CTC fine-tuning in `ctc.py`).
 
 A run lives in RUN_DIR:
 
@@ -7,8 +8,7 @@ A run lives in RUN_DIR:
     checkpoints/        the newest checkpoints (`checkpoints.py`), every `checkpoint_every` steps,
                         at the end, and when the process is asked to stop (SIGTERM / SIGINT)
     metrics.csv         one line per optimizer step (and valid_* lines at each checkpoint)
-    final/              the trained `HubertModel` as a transformers directory, with a feature
-                        extractor config: what `--encoder` takes for the next iteration's labels
+    final/              the trained model as a transformers directory (the task writes it)
 
 Determinism: the batches of an epoch come from (seed, epoch); crops and masks from a generator
 whose state is checkpointed, dropout from torch's RNG, also checkpointed. On a CPU with the same
@@ -29,24 +29,20 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
-from transformers import Wav2Vec2FeatureExtractor, get_polynomial_decay_schedule_with_warmup
+from transformers import get_polynomial_decay_schedule_with_warmup
 
-from .. import hub
 from ..corpus.store import LocalStore, claim_record
 from ..errors import InputError, JobFailed
 from ..runtime.device import resolve_device
 from . import checkpoints
-from .data import SAMPLE_RATE, LabelledSplit, batch_plan, collate
-from .hubert import HubertPretraining
+from .data import SAMPLE_RATE, Split, batch_plan
 
 RUN_FILE = "run.json"
 METRICS = "metrics.csv"
-FIELDS = ["step", "epoch", "loss", "masked_accuracy", "lr", "audio_seconds", "seconds", "valid_loss",
-          "valid_masked_accuracy"]
 
 
 @dataclass
@@ -74,8 +70,8 @@ class TrainConfig:
         for name in ("max_steps", "checkpoint_every", "update_freq", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.min_sample_seconds < 0.5 or self.max_sample_seconds < self.min_sample_seconds:
-            raise InputError("min-sample-seconds must be at least 0.5 (a few masked spans) and at most "
+        if self.min_sample_seconds < 0.1 or self.max_sample_seconds < self.min_sample_seconds:
+            raise InputError("min-sample-seconds must be at least 0.1 (a few frames) and at most "
                              f"max-sample-seconds; got {self.min_sample_seconds} and {self.max_sample_seconds}")
 
     def to_dict(self) -> dict:
@@ -85,10 +81,44 @@ class TrainConfig:
     def max_samples(self) -> int:
         return int(self.max_sample_seconds * SAMPLE_RATE)
 
-    def plan(self, split: LabelledSplit, rng: np.random.Generator) -> list[list[int]]:
-        """One epoch's batches of `split` under these settings (`data.batch_plan`)."""
-        return batch_plan(split.sizes, int(self.batch_seconds * SAMPLE_RATE), self.max_samples,
+    def plan(self, split: Split, rng: np.random.Generator, crop: bool = True) -> list[list[int]]:
+        """One epoch's batches of `split` under these settings (`data.batch_plan`); without
+        `crop`, utterances are batched at their whole length (CTC: transcripts cannot be cut)."""
+        longest = self.max_samples if crop else int(max(split.sizes, default=0))
+        return batch_plan(split.sizes, int(self.batch_seconds * SAMPLE_RATE), longest,
                           int(self.min_sample_seconds * SAMPLE_RATE), rng)
+
+
+class Task(Protocol):
+    """What the loop trains: a module, how a split is batched, the loss of a batch, how a valid
+    split is scored and how the trained model is handed off."""
+
+    module: torch.nn.Module
+    train_fields: tuple[str, ...]  # metrics.csv columns of `step_metrics`
+    valid_fields: tuple[str, ...]  # metrics.csv columns of `evaluate`
+    unused_parameters: bool  # some parameters may get no gradient in a step (layerdrop): DDP must know
+
+    def describe(self) -> dict:
+        """The model and objective, for run.json."""
+
+    def plan(self, split: Split, config: TrainConfig, rng: np.random.Generator) -> list[list[int]]:
+        """One epoch's batches (utterance indices)."""
+
+    def collate(self, split: Split, indices: list[int], config: TrainConfig, rng: np.random.Generator) -> dict:
+        """The batch of `indices`, with its audio length in seconds as "seconds"."""
+
+    def loss(self, wrapped: torch.nn.Module, batch: dict, device: torch.device, rng: np.random.Generator,
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of a batch through `wrapped` (the module, or DDP around it) at optimizer step
+        `step` (from 0), and counts that `step_metrics` turns into metrics (summed over an
+        update's batches)."""
+
+    def step_metrics(self, counts: dict[str, float]) -> dict[str, float]: ...
+
+    def evaluate(self, split: Split, config: TrainConfig, device: torch.device) -> dict[str, float]: ...
+
+    def write_final(self, directory: Path) -> Path:
+        """The trained model as a transformers directory."""
 
 
 @dataclass
@@ -104,12 +134,12 @@ class TrainingStopped(JobFailed):
     """Asked to stop (SIGTERM / SIGINT): the checkpoint is written; the same command resumes."""
 
 
-def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: LabelledSplit | None, config: TrainConfig,
-                 run_dir: str | os.PathLike, *, device: str = "cpu", description: dict | None = None,
-                 on_step: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train `model` on `train` (valid loss at each checkpoint), resuming RUN_DIR's newest
-    checkpoint if there is one. `description` (data, model source) joins run.json.
-    `on_step(metrics)` after every optimizer step (rank 0)."""
+def train(task: Task, train: Split, valid: Split | None, config: TrainConfig, run_dir: str | os.PathLike, *,
+          device: str = "cpu", description: dict | None = None,
+          on_step: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `task.module` on `train` (`task.evaluate` on `valid` at each checkpoint), resuming
+    RUN_DIR's newest checkpoint if there is one. `description` (data, model source) joins
+    run.json. `on_step(metrics)` after every optimizer step (rank 0)."""
     run_dir = Path(run_dir)
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     target = resolve_device(_rank_device(device))
@@ -117,19 +147,16 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
         torch.cuda.set_device(target)  # this process's GPU, for NCCL and the RNG state
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if target.type == "cuda" else "gloo")
-    if train.num_classes != model.num_classes or train.label_rate != model.label_rate:
-        raise InputError(f"the model predicts {model.num_classes} classes at {model.label_rate:g} Hz; {train.name}'s "
-                         f"labels have {train.num_classes} at {train.label_rate:g} Hz")
-    run = {"model": model.hubert.config.to_dict(), "objective": model.objective.to_dict(),
-           "num_classes": model.num_classes, "label_rate": model.label_rate, "train": config.to_dict(),
-           "world_size": world, **(description or {})}
+    model = task.module
+    run = {**task.describe(), "train": config.to_dict(), "world_size": world, **(description or {})}
     if rank == 0:  # start RUN_DIR, or check it holds this same run
         run_dir.mkdir(parents=True, exist_ok=True)
         claim_record(LocalStore(run_dir), RUN_FILE, run, "run")
     _barrier(world)  # RUN_DIR claimed before any rank reads its checkpoints
     torch.manual_seed(config.seed)
     model.to(target).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
+    trained = [p for p in model.parameters() if p.requires_grad]  # not a frozen feature encoder
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, betas=config.betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
     scheduler = get_polynomial_decay_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps,
                                                           lr_end=0.0, power=config.power)
@@ -143,10 +170,9 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
             _truncate_metrics(run_dir / METRICS, step)
     rng = np.random.default_rng()
     rng.bit_generator.state = state["rng"]
-    # layers skipped by layerdrop leave parameters without gradients, which DDP must be told to expect
     wrapped = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
-        model, find_unused_parameters=model.hubert.config.layerdrop > 0)
-    batches = _Batches(train, config, world, rank, state["epoch"], state["position"])
+        model, find_unused_parameters=task.unused_parameters)
+    batches = _Batches(task, train, config, world, rank, state["epoch"], state["position"])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if target.type == "cuda" else nullcontext()
     result = TrainResult(step, None if resumed is None else step, None)
 
@@ -161,32 +187,32 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
                                config.keep_checkpoints)
         _barrier(world)
 
+    fields = ["step", "epoch", "loss", *task.train_fields, "lr", "audio_seconds", "seconds", *task.valid_fields]
     with _stop_requests() as stop, open(run_dir / METRICS if rank == 0 else os.devnull, "a", newline="") as log:
-        writer = csv.DictWriter(log, FIELDS)
+        writer = csv.DictWriter(log, fields)
         if log.tell() == 0:
             writer.writeheader()
         while step < config.max_steps:
             started = time.perf_counter()
-            loss_sum, correct, masked, seconds = 0.0, 0, 0, 0.0
+            loss_sum, counts, seconds = 0.0, {}, 0.0
             for micro in range(config.update_freq):
                 batch = batches.next(rng)
                 sync = nullcontext() if world == 1 or micro == config.update_freq - 1 else wrapped.no_sync()
                 with sync, autocast:
-                    out = _forward(wrapped, model, batch, target, rng)
-                    (out.loss / config.update_freq).backward()
-                loss_sum += float(out.loss.detach()) / config.update_freq
-                correct += int((out.logits_masked.argmax(-1) == out.targets_masked).sum())
-                masked += len(out.targets_masked)
+                    loss, batch_counts = task.loss(wrapped, batch, target, rng, step)
+                    (loss / config.update_freq).backward()
+                loss_sum += float(loss.detach()) / config.update_freq
+                for name, value in batch_counts.items():
+                    counts[name] = counts.get(name, 0) + value
                 seconds += batch["seconds"]
             if config.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+                torch.nn.utils.clip_grad_norm_(trained, config.clip_norm)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            metrics = {"step": step, "epoch": batches.epoch, "loss": loss_sum, "lr": lr,
-                       "masked_accuracy": correct / masked if masked else float("nan"),
+            metrics = {"step": step, "epoch": batches.epoch, "loss": loss_sum, "lr": lr, **task.step_metrics(counts),
                        "audio_seconds": seconds * world, "seconds": time.perf_counter() - started}
             result.last = metrics
             if rank == 0:
@@ -196,7 +222,7 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
             stopping = _any_rank(stop.requested is not None, world, target)  # all ranks stop at the same step
             if step % config.checkpoint_every == 0 or step == config.max_steps or stopping:
                 if valid is not None and rank == 0:
-                    writer.writerow({"step": step, **evaluate(model, valid, config, target)})
+                    writer.writerow({"step": step, **task.evaluate(valid, config, target)})
                 log.flush()
                 save()
             if stopping and step < config.max_steps:
@@ -204,47 +230,17 @@ def train_hubert(model: HubertPretraining, train: LabelledSplit, valid: Labelled
                 raise TrainingStopped(f"stopped at step {step} ({stop.requested or 'another process'}); the checkpoint is in "
                                       f"{run_dir / checkpoints.CHECKPOINTS}: run the same command to resume")
     result.step = step
-    if rank == 0:
-        result.final = write_final(model, run_dir / "final")
+    final = run_dir / "final"
+    if rank == 0:  # a finished run re-run keeps the final/ it wrote
+        result.final = final if result.resumed_from == config.max_steps and final.exists() else _write_final(task, final)
     return result
 
 
-def _forward(wrapped, model: HubertPretraining, batch: dict, device: torch.device, rng: np.random.Generator):
-    frames = model.frames(batch["input_values"].shape[1])
-    mask = model.mask_for(torch.full((len(batch["labels"]),), frames), rng)
-    return wrapped(batch["input_values"].to(device), None, batch["labels"].to(device),
-                   batch["label_lengths"].to(device), mask.to(device))
-
-
-def evaluate(model: HubertPretraining, split: LabelledSplit, config: TrainConfig, device: torch.device) -> dict:
-    """Masked-prediction loss and accuracy on `split`, with crops and masks of a fixed seed (the
-    same every time, so values are comparable across checkpoints)."""
-    rng = np.random.default_rng([config.seed, 7])
-    plan = config.plan(split, rng)
-    was_training = model.training
-    model.eval()
-    loss, frames, correct = 0.0, 0, 0
-    with torch.no_grad():
-        for indices in plan:
-            batch = collate(split, indices, config.max_samples, rng)
-            out = _forward(model, model, batch, device, rng)
-            loss += float(out.loss) * out.frames
-            frames += out.frames
-            correct += int((out.logits_masked.argmax(-1) == out.targets_masked).sum())
-    model.train(was_training)
-    if not frames:
-        return {"valid_loss": float("nan"), "valid_masked_accuracy": float("nan")}
-    return {"valid_loss": loss / frames, "valid_masked_accuracy": correct / frames}
-
-
-def write_final(model: HubertPretraining, directory: Path) -> Path:
-    """The trained encoder as a transformers directory (config, safetensors, feature extractor):
-    what every `--encoder` option takes. Raw waveforms, as fairseq's HuBERT base is trained."""
+def _write_final(task: Task, directory: Path) -> Path:
+    """`task.write_final` into a temporary directory, then renamed: final/ is whole or absent."""
     tmp = directory.with_name(directory.name + ".tmp")
-    hub.loading_bars()  # transformers' "Writing model shards" bar, off when the command line's is on
-    model.hubert.save_pretrained(tmp)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=False,
-                             return_attention_mask=False).save_pretrained(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+    task.write_final(tmp)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
@@ -254,14 +250,14 @@ def write_final(model: HubertPretraining, directory: Path) -> Path:
 class _Batches:
     """The batches of each epoch in order, from where a checkpoint left off; this rank's share."""
 
-    def __init__(self, split: LabelledSplit, config: TrainConfig, world: int, rank: int, epoch: int, position: int):
-        self.split, self.config, self.world, self.rank = split, config, world, rank
+    def __init__(self, task: Task, split: Split, config: TrainConfig, world: int, rank: int, epoch: int, position: int):
+        self.task, self.split, self.config, self.world, self.rank = task, split, config, world, rank
         self.epoch, self.position = epoch, position
         self._plan = self._epoch_plan()
 
     def _epoch_plan(self) -> list[list[int]]:
         c = self.config
-        plan = c.plan(self.split, np.random.default_rng([c.seed, self.epoch, 1]))
+        plan = self.task.plan(self.split, c, np.random.default_rng([c.seed, self.epoch, 1]))
         if not plan:
             raise InputError(f"{self.split.name}: no utterance is at least {c.min_sample_seconds:g} s long")
         if len(plan) < self.world:
@@ -276,7 +272,7 @@ class _Batches:
             self._plan = self._epoch_plan()
         indices = self._plan[self.position]
         self.position += 1
-        return collate(self.split, indices, self.config.max_samples, rng)
+        return self.task.collate(self.split, indices, self.config, rng)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -288,9 +284,10 @@ def _truncate_metrics(path: Path, step: int) -> None:
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines = lines[:-1]
-    rows = [r for r in csv.DictReader(lines) if None not in r.values() and int(r["step"]) <= step]
+    reader = csv.DictReader(lines)
+    rows = [r for r in reader if None not in r.values() and int(r["step"]) <= step]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
+        writer = csv.DictWriter(f, reader.fieldnames or [])
         writer.writeheader()
         writer.writerows(rows)
 
