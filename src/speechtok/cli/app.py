@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bpe, corpus, encode, imports, labels, train
+from . import bpe, corpus, encode, imports, labels, quality, train
 
 app = typer.Typer(
     help="speechtok: speech -> SSL features, semantic units and codec tokens, and back.\n\n"
@@ -16,5 +16,5 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help: flags without a type column, no boxes cut at 80 columns
     context_settings={"max_content_width": 120, "help_option_names": ["-h", "--help"]},
 )
-for group in (encode, corpus, labels, bpe, imports, train):
+for group in (encode, corpus, labels, quality, bpe, imports, train):
     group.register(app)

@@ -100,7 +100,8 @@ def print_label_checks(checks) -> int:
     return bad
 
 
-eval_app = typer.Typer(help="Measure units: teacher quality against phones, codebook statistics, label lengths.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure tokens: teacher quality against phones, codebook statistics, label lengths, "
+                       "resynthesis quality, speech recognition.", no_args_is_help=True)
 
 
 @eval_app.command("purity")

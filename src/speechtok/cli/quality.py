@@ -1,0 +1,63 @@
+"""`speechtok eval resynth`: how well speech survives a tokenizer's round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import EXIT_FILES_FAILED
+from .common import BANDWIDTH, DEVICE, ID_COLUMN, INPUTS, N_QUANTIZERS, QUIET, TOKENIZER, boundary, err, load_tokenizer, say
+from .labels import eval_app
+
+
+@eval_app.command("resynth")
+@boundary
+def eval_resynth(
+    inputs: List[str] = INPUTS,
+    tokenizer: str = TOKENIZER,
+    n: int = typer.Option(20, "-n", help="Utterances to resynthesise: the first N of a seeded shuffle of the inputs (0: all)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Evaluation directory: eval.json, utterances.jsonl / .csv, audio/ (original and resynthesised, 16 kHz)."),
+    seed: int = typer.Option(0, help="Seed of the sample: the same seed picks the same utterances, so tokenizers compare on the same audio."),
+    n_quantizers: Optional[int] = N_QUANTIZERS,
+    bandwidth: Optional[float] = BANDWIDTH,
+    id_column: Optional[str] = ID_COLUMN,
+    device: str = DEVICE,
+    quiet: bool = QUIET,
+):
+    """Encode and decode a sample of a corpus (a codec, or units with a vocoder) and score the round trip.
+
+    Per utterance and on average: wide-band PESQ, STOI and ESTOI, SI-SDR, mel-cepstral distortion, log-mel distance, F0 RMSE / correlation and voicing error (pYIN), tokens per second; the tokenizer's bitrate. Both waves are compared at 16 kHz. Needs the quality extra: pip install "speechtok[quality]"."""
+    from ..corpus.resynth import resynthesize
+    from ..eval.resynthesis import METRICS, require_packages
+
+    require_packages()
+    tok = load_tokenizer(tokenizer, None, device, None, n_quantizers, bandwidth)
+    bar = Progress(TextColumn("eval resynth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                   disable=quiet)
+    with bar:
+        task = bar.add_task("utterances", total=n or None)
+        result = resynthesize(inputs, tok, out, n or None, seed, id_column,
+                              progress=lambda k: bar.advance(task, k))
+    if not quiet:
+        table = Table(title=f"{tokenizer}: {result.summary['sample']} utterances, {result.summary['bitrate']:.0f} bit/s")
+        for column in ("metric", "mean", "median", "utterances"):
+            table.add_column(column)
+        for name in ("tokens_per_second", *METRICS):
+            m = result.summary["metrics"][name]
+            table.add_row(name, *(("-", "-") if m["mean"] is None else (f"{m['mean']:.4g}", f"{m['median']:.4g}")),
+                          str(m["count"]))
+        Console(stderr=True, soft_wrap=True).print(table)
+        say(f"eval resynth: {out}/eval.json, utterances.jsonl, audio/")
+    if result.failed:
+        for row in result.failed[:10]:
+            err.print(f"failed: {row['source']}: {row['error']}")
+        raise typer.Exit(EXIT_FILES_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    """The command joins `speechtok eval` (`labels.eval_app`), registered by `labels`."""
