@@ -1,4 +1,5 @@
-"""`speechtok eval resynth`: how well speech survives a tokenizer's round trip."""
+"""`speechtok eval resynth` (how well speech survives a tokenizer's round trip) and `speechtok
+report` (tokenizers compared on one HTML page)."""
 
 from __future__ import annotations
 
@@ -59,5 +60,21 @@ def eval_resynth(
         raise typer.Exit(EXIT_FILES_FAILED)
 
 
+def report(
+    evaluations: List[Path] = typer.Argument(..., metavar="EVAL_DIRS", help="Directories written by `speechtok eval resynth` (one per tokenizer, on the same audio)."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The page; OUT.json and OUT.csv beside it hold every number."),
+    max_rows: int = typer.Option(20, help="Utterances shown per tokenizer, with audio players and spectrograms (all are in the JSON / CSV)."),
+):
+    """One self-contained HTML page comparing tokenizers: summary table, quality against bitrate, and each utterance's original and resynthesised audio with spectrograms.
+
+    No network needed to view it: plots and audio are inside the page. Needs matplotlib (pip install "speechtok[quality]")."""
+    from ..eval.report import build_report
+
+    path = build_report(evaluations, out, max_rows)
+    say(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB), {path.with_suffix('.json').name}, "
+        f"{path.with_suffix('.csv').name}")
+
+
 def register(app: typer.Typer) -> None:
-    """The command joins `speechtok eval` (`labels.eval_app`), registered by `labels`."""
+    """`eval resynth` joins `speechtok eval` (`labels.eval_app`, registered by `labels`); `report` is its own command."""
+    app.command("report")(boundary(report))

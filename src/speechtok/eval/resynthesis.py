@@ -139,7 +139,7 @@ def require_packages() -> None:
 
     from ..errors import InputError
 
-    missing = [name for name in ("pesq", "pystoi", "librosa") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("pesq", "pystoi", "librosa", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         raise InputError(f"resynthesis metrics need {', '.join(missing)}: pip install \"speechtok[quality]\"")
 
