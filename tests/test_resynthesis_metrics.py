@@ -165,3 +165,71 @@ def test_the_sample_is_the_same_for_the_same_seed():
     picked = sample(1000, 20, seed=0)
     assert picked == sample(1000, 20, seed=0) and picked == sorted(set(picked)) and len(picked) == 20
     assert picked != sample(1000, 20, seed=1) and sample(5, 20, seed=0) == [0, 1, 2, 3, 4]
+
+
+def test_speaker_similarity_and_dwer_from_named_models_and_a_missing_one(tiny_codec, speech_files, tmp_path,
+                                                                        monkeypatch):
+    import json
+
+    import soundfile as sf
+    import torch
+    from transformers import (HubertConfig, HubertForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2Processor, WavLMConfig, WavLMForXVector)
+    from typer.testing import CliRunner
+
+    from speechtok.cli import app
+
+    from .test_eval_asr import edit_distance
+
+    torch.manual_seed(0)
+    features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, padding_value=0.0, do_normalize=True,
+                                        return_attention_mask=False)
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    speaker = WavLMForXVector(WavLMConfig(**small, tdnn_dim=(16, 16, 16, 16, 32), xvector_output_dim=8)).eval()
+    speaker.save_pretrained(tmp_path / "sv")
+    features.save_pretrained(tmp_path / "sv")
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate("abcdeh")}}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), pad_token="<pad>", unk_token="<unk>",
+                                     word_delimiter_token="|")
+    asr = HubertForCTC(HubertConfig(**small, vocab_size=len(vocab), pad_token_id=0)).eval()
+    with torch.no_grad():  # a random model that emits letters and word breaks, not only blanks
+        asr.lm_head.bias.copy_(torch.tensor([-3.0, -9.0] + [0.0] * (len(vocab) - 2)))
+    asr.save_pretrained(tmp_path / "asr")
+    Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(tmp_path / "asr")
+
+    out = tmp_path / "eval"
+    run = CliRunner().invoke(app, ["eval", "resynth", *map(str, speech_files[:2]), "-t", str(tiny_codec), "-o", str(out),
+                                   "--speaker-model", str(tmp_path / "sv"), "--asr-model", str(tmp_path / "asr"), "-q"])
+    assert run.exit_code == 0, run.output
+    rows = [json.loads(line) for line in (out / "utterances.jsonl").read_text().splitlines()]
+
+    def normalised(wave):
+        return torch.from_numpy(((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)).astype(np.float32))[None]
+
+    def transcript(wave):  # greedy CTC by hand: argmax, repeats merged, blanks dropped, | as space
+        with torch.no_grad():
+            best = asr(normalised(wave)).logits[0].argmax(-1).tolist()
+        chars = {i: c for c, i in vocab.items()}
+        merged = [b for k, b in enumerate(best) if k == 0 or b != best[k - 1]]
+        return " ".join("".join(" " if chars[b] == "|" else chars[b] for b in merged if b not in (0, 1)).split())
+
+    for row in rows:
+        original, _ = sf.read(out / "audio" / f"{row['n']}.orig.wav", dtype="float32")
+        resynth, _ = sf.read(out / "audio" / f"{row['n']}.resynth.wav", dtype="float32")
+        with torch.no_grad():
+            a, b = (speaker(normalised(w)).embeddings[0].numpy() for w in (original, resynth))
+        assert row["speaker_similarity"] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-5)
+        ref, hyp = transcript(original).split(), transcript(resynth).split()
+        assert ref, "the test's ASR model should say something"
+        assert row["dwer"] == pytest.approx(edit_distance(ref, hyp) / len(ref))
+
+    # offline, a model that is not here: said, left out, everything else still measured
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = CliRunner().invoke(app, ["eval", "resynth", *map(str, speech_files[:2]), "-t", str(tiny_codec), "-o",
+                                   str(tmp_path / "offline"), "--speaker-model", "someone/not-cached-sv"])
+    assert run.exit_code == 0, run.output
+    assert "speaker_similarity left out" in run.output and "hf download someone/not-cached-sv" in run.output
+    summary = json.loads((tmp_path / "offline" / "eval.json").read_text())
+    assert "speaker_similarity" in summary["skipped"] and summary["metrics"]["pesq"]["count"] == 2

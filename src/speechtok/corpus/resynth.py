@@ -5,7 +5,8 @@ speech survived (`eval.resynthesis` metrics), per utterance and overall.
         eval.json           the tokenizer (config, frame rate, streams, bitrate), the sample, and each
                             metric's mean, median and count over the utterances
         utterances.jsonl    one line per utterance: id, source, seconds, tokens per second, every
-                            metric (or the reason it failed)
+                            metric (or the reason it failed); speaker similarity and dWER when
+                            their models are given (`judges`)
         utterances.csv      the same as a table
         audio/<n>.orig.wav, audio/<n>.resynth.wav
                             each utterance and its resynthesis at 16 kHz (what the metrics compared),
@@ -32,7 +33,7 @@ import soxr
 
 from ..audio import Reading
 from ..errors import InputError
-from ..eval.resynthesis import METRICS, compare
+from ..eval.resynthesis import METRICS, MODEL_METRICS, compare
 from ..tokenizer import TokenizerBase
 from .inputs import collect
 from .reader import AudioReader
@@ -61,10 +62,11 @@ def sample(count: int, n: int | None, seed: int) -> list[int]:
 
 
 def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, out: str | os.PathLike, n: int | None = 20,
-                 seed: int = 0, id_column: str | None = None,
+                 seed: int = 0, id_column: str | None = None, judges: Sequence = (), skipped: dict | None = None,
                  progress: Callable[[int], None] | None = None) -> ResynthResult:
-    """Encode and decode a sample of `inputs` with `tokenizer` and score each round trip; writes
-    EVAL_DIR (module docstring). `progress(1)` after each utterance."""
+    """Encode and decode a sample of `inputs` with `tokenizer` and score each round trip (and by
+    each of `judges`, `judges.load_judges`; `skipped`: the judges that could not load, and why);
+    writes EVAL_DIR (module docstring). `progress(1)` after each utterance."""
     if not tokenizer.has_decoder:
         raise InputError("the tokenizer has no decoder, so nothing can be resynthesised: give a codec, or a semantic "
                          "tokenizer with a unit vocoder (`speechtok import speechbrain`)")
@@ -94,6 +96,7 @@ def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, 
         seconds = len(wave) / front.sample_rate
         row.update({"seconds": seconds, "tokens_per_second": units.codes.size / seconds if seconds else float("nan"),
                     **compare(original, resynthesised, RATE)})
+        row.update({judge.name: judge(original, resynthesised[: len(original)]) for judge in judges})
         _write_wave(out / "audio" / f"{number}.orig.wav", original)
         _write_wave(out / "audio" / f"{number}.resynth.wav", resynthesised[: len(original)])
         result.rows.append(row)
@@ -103,9 +106,9 @@ def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, 
         "tokenizer": tokenizer.to_dict(), "source": tokenizer.source, "frame_rate": tokenizer.frame_rate,
         "streams": list(streams) if streams is not None else None, "bitrate": tokenizer.bitrate,
         "inputs": [str(i) for i in inputs], "utterances": len(utterances), "sample": len(result.rows), "seed": seed,
-        "failed": len(result.failed), "compared_at": RATE,
+        "failed": len(result.failed), "compared_at": RATE, "skipped": dict(skipped or {}),
         "metrics": {name: _aggregate([r[name] for r in result.rows if "error" not in r])
-                    for name in ("tokens_per_second", *METRICS)},
+                    for name in ("tokens_per_second", *METRICS, *(j.name for j in judges))},
     }
     atomic_write_text(out / "utterances.jsonl", "".join(json.dumps(r, allow_nan=True) + "\n" for r in result.rows))
     atomic_write_text(out / "utterances.csv", _table(result.rows))
@@ -123,7 +126,7 @@ def _aggregate(values: list[float]) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    columns = ["n", "id", "source", "seconds", "tokens_per_second", *METRICS, "error"]
+    columns = ["n", "id", "source", "seconds", "tokens_per_second", *METRICS, *MODEL_METRICS, "error"]
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, extrasaction="ignore")
     writer.writeheader()

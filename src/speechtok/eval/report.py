@@ -24,11 +24,11 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import InputError
-from .resynthesis import HIGHER_IS_BETTER, METRICS
+from .resynthesis import HIGHER_IS_BETTER, METRICS, MODEL_METRICS
 
 SCATTER = ("pesq", "stoi", "mcd", "si_sdr")  # quality against bitrate
 UNITS = {"pesq": "", "stoi": "", "estoi": "", "si_sdr": " dB", "mcd": " dB", "log_mel": "", "f0_rmse": " Hz",
-         "f0_corr": "", "voicing_error": ""}
+         "f0_corr": "", "voicing_error": "", "speaker_similarity": "", "dwer": ""}
 
 
 @dataclass
@@ -77,15 +77,19 @@ def build_report(directories: Sequence[str | os.PathLike], out: str | os.PathLik
 
 
 def _summary_table(evaluations: list[Evaluation]) -> str:
+    # the model-based metrics where any evaluation has them
+    metrics = [*METRICS, *(m for m in MODEL_METRICS if any(m in e.summary["metrics"] for e in evaluations))]
     head = "".join(f"<th>{m}{html.escape(UNITS[m])} {'&uarr;' if HIGHER_IS_BETTER[m] else '&darr;'}</th>"
-                   for m in METRICS)
+                   for m in metrics)
     rows = []
     for e in evaluations:
-        cells = "".join(f"<td>{_number(e.mean(m))}</td>" for m in METRICS)
+        cells = "".join(f"<td>{_number(e.mean(m))}</td>" for m in metrics)
         rows.append(f"<tr><td>{html.escape(e.name)}</td><td>{e.summary['bitrate']:.0f}</td>"
                     f"<td>{_number(e.mean('tokens_per_second'))}</td><td>{e.summary['sample']}</td>{cells}</tr>")
+    notes = "".join(f"<p>{html.escape(e.name)}: {html.escape(metric)} left out ({html.escape(why)})</p>"
+                    for e in evaluations for metric, why in e.summary.get("skipped", {}).items())
     return (f"<h2>Summary (means over the sample)</h2><table><tr><th>tokenizer</th><th>bit/s</th><th>tokens/s</th>"
-            f"<th>utterances</th>{head}</tr>{''.join(rows)}</table>")
+            f"<th>utterances</th>{head}</tr>{''.join(rows)}</table>{notes}")
 
 
 def _scatter(evaluations: list[Evaluation]) -> str:
@@ -164,7 +168,7 @@ def _number(value) -> str:
 
 
 def _csv(evaluations: list[Evaluation]) -> str:
-    columns = ["tokenizer", "bitrate", "n", "id", "source", "seconds", "tokens_per_second", *METRICS, "error"]
+    columns = ["tokenizer", "bitrate", "n", "id", "source", "seconds", "tokens_per_second", *METRICS, *MODEL_METRICS, "error"]
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, extrasaction="ignore")
     writer.writeheader()

@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import hub
 from ..audio import load_audio
 from ..corpus.inputs import from_tsv
+from ..corpus.judges import ctc_logits, greedy_text
 from ..errors import InputError
 from ..runtime.device import resolve_device
 from .data import words_of
@@ -39,18 +39,6 @@ def read_references(path: str | os.PathLike) -> list[str]:
     if path.suffix == ".ltr":
         return [words_of(line.split()) for line in lines]
     return [" ".join(line.split()) for line in lines]
-
-
-def ctc_logits(model, processor, wave: np.ndarray, device: torch.device) -> torch.Tensor:
-    """[frames, vocabulary] logits of one utterance, alone (no padding, so the same as any batch
-    would give it alone)."""
-    inputs = processor(wave, sampling_rate=processor.feature_extractor.sampling_rate, return_tensors="pt")
-    return model(inputs.input_values.to(device)).logits[0]
-
-
-def greedy_text(processor, logits: torch.Tensor) -> str:
-    """Argmax per frame, repeats merged, blanks dropped, `|` as spaces (the processor's decode)."""
-    return " ".join(processor.batch_decode(logits.argmax(-1)[None])[0].split())
 
 
 def evaluate_asr(model_name: str, tsv: str | os.PathLike, references: str | os.PathLike,

@@ -36,9 +36,10 @@ import torch
 from torch import nn
 
 from .. import hub
+from ..corpus.judges import ctc_logits, greedy_text
 from ..encoders.ssl import load_ssl_model
 from ..errors import InputError
-from .asr import ctc_logits, greedy_text, score
+from .asr import score
 from .data import SAMPLE_RATE, TranscribedSplit, collate_padded, words_of
 from .hubert import hubert_config
 from .seeding import numpy_drawn_from
