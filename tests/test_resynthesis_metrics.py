@@ -173,8 +173,15 @@ def test_speaker_similarity_and_dwer_from_named_models_and_a_missing_one(tiny_co
 
     import soundfile as sf
     import torch
-    from transformers import (HubertConfig, HubertForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
-                              Wav2Vec2Processor, WavLMConfig, WavLMForXVector)
+    from transformers import (
+        HubertConfig,
+        HubertForCTC,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Processor,
+        WavLMConfig,
+        WavLMForXVector,
+    )
     from typer.testing import CliRunner
 
     from speechtok.cli import app

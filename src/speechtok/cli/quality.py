@@ -1,8 +1,10 @@
-"""`speechtok eval resynth` (how well speech survives a tokenizer's round trip) and `speechtok
-report` (tokenizers compared on one HTML page)."""
+"""`speechtok eval resynth` (how well speech survives a tokenizer's round trip), `speechtok eval
+abx` (how discriminable its phones are) and `speechtok report` (tokenizers compared on one HTML
+page)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -64,6 +66,35 @@ def eval_resynth(
         for row in result.failed[:10]:
             err.print(f"failed: {row['source']}: {row['error']}")
         raise typer.Exit(EXIT_FILES_FAILED)
+
+
+@eval_app.command("abx")
+@boundary
+def eval_abx(
+    corpus: str = typer.Argument(..., metavar="FEATURES_OR_TOKENS", help="A directory written by `speechtok extract` (features) or `speechtok tokenize` (units)."),
+    alignments: Path = typer.Option(..., "--alignments", "-a", help="Frame-level phones: fairseq's tsv (uid<TAB>ph,ph,...), an MFA .TextGrid, or a directory of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for abx.json (the scores) and abx.item (the items, ZeroSpeech's format)."),
+    stream: Optional[str] = typer.Option(None, help="Layer or stream to score (default: the only one)."),
+    speakers: Optional[Path] = typer.Option(None, help="uid<TAB>speaker lines (default: the id up to its first '-', as LibriSpeech ids)."),
+    representation: str = typer.Option("auto", help="Units: centroids (their k-means centroids; auto's choice when the tokenizer is here) or onehot."),
+    phone_rate: float = typer.Option(100.0, help="Frame rate of the phone labels (fairseq's are 100 Hz)."),
+    keep_stress: bool = typer.Option(False, "--keep-stress", help="Keep stress digits (AH0); fairseq removes them."),
+    tier: Optional[str] = typer.Option(None, help="TextGrid tier with the phones (default: phones)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a line."),
+):
+    """ABX phone discriminability within and across speakers, as ZeroSpeech 2021 / libri-light define it (triphone items from the alignments, DTW with the angular distance; error rates: 0 is perfect, 0.5 chance).
+
+    Computed by ZeroSpeech's library: pip install --no-deps zerospeech-libriabx2 && pip install tqdm pandas."""
+    from ..corpus.abx import abx
+
+    result = abx(corpus, alignments, out, stream, speakers, phone_rate, representation, keep_stress, tier)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    within, across = result["within_speaker"], result["across_speaker"]
+    say(f"ABX error ({result['representation']} of {result['stream']}): within speaker "
+        f"{'-' if within is None else f'{100 * within:.2f}%'}, across speaker {'-' if across is None else f'{100 * across:.2f}%'} "
+        f"({result['items']} items, {result['utterances']} utterances, {result['speakers']} speakers)")
 
 
 def report(

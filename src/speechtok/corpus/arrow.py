@@ -1,4 +1,4 @@
-"""numpy arrays -> Arrow list columns without going through Python lists."""
+"""numpy arrays <-> Arrow list columns without going through Python lists."""
 
 from __future__ import annotations
 
@@ -27,3 +27,17 @@ def list_column(arrays: list[np.ndarray], type: pa.ListType) -> pa.Array:
     else:
         values = pa.array(flat.astype(_numpy_type(item), copy=False))
     return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def column_arrays(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
+    """`list_column`'s inverse: one array per row ([T] for list<number>, [T, D] for
+    list<fixed_size_list<D>>), views of the column's buffers."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = column.offsets.to_numpy()
+    values = column.values
+    if pa.types.is_fixed_size_list(values.type):
+        flat = values.values.to_numpy(zero_copy_only=False).reshape(-1, values.type.list_size)
+        flat = flat[values.offset : values.offset + len(values)]
+    else:
+        flat = values.to_numpy(zero_copy_only=False)
+    return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]

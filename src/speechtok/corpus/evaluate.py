@@ -29,21 +29,27 @@ def purity(out: str | os.PathLike, alignments: str | os.PathLike, stream: str | 
     phones = read_alignments(alignments, phone_rate, keep_stress, tier)
     ids = corpus.table(["id"]).column("id").to_pylist()
     units = dict(zip(ids, corpus.sequences(stream, expand=True)))  # one unit per frame again
-    by_stem: dict[str, str] = {}
-    for uid in units:
-        by_stem.setdefault(uid.rsplit("/", 1)[-1], uid)
+    matched = aligned_ids(ids, phones, alignments, out)
+    pairs = [(phones[uid], resample_units(units[key], corpus.frame_rate, phone_rate)) for uid, key in matched.items()]
+    return teacher_quality(JointCounts.collect(pairs, len(phones) - len(matched)))
 
-    pairs, missing = [], 0
-    for uid, labels in phones.items():
-        key = uid if uid in units else by_stem.get(uid.rsplit("/", 1)[-1])
-        if key is None:
-            missing += 1
-            continue
-        pairs.append((labels, resample_units(units[key], corpus.frame_rate, phone_rate)))
-    if not pairs:
+
+def aligned_ids(ids: list[str], phones: dict[str, list[str]], alignments, out) -> dict[str, str]:
+    """aligned uid -> the corpus id it is: the same id, or the same last path component (an
+    MFA TextGrid directory names files by their relative path). Refuses when none match."""
+    present = set(ids)
+    by_stem: dict[str, str] = {}
+    for uid in ids:
+        by_stem.setdefault(uid.rsplit("/", 1)[-1], uid)
+    matched = {}
+    for uid in phones:
+        key = uid if uid in present else by_stem.get(uid.rsplit("/", 1)[-1])
+        if key is not None:
+            matched[uid] = key
+    if not matched:
         raise InputError(f"none of the {len(phones)} aligned utterances of {alignments} is in {out} "
-                          f"(ids there look like {next(iter(units))!r})")
-    return teacher_quality(JointCounts.collect(pairs, missing))
+                          f"(ids there look like {ids[0] if ids else None!r})")
+    return matched
 
 
 def stats(out: str | os.PathLike) -> list[StreamStats]:

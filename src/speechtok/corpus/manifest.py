@@ -131,7 +131,7 @@ class TokenizedCorpus:
         self.directory = self.store.where
         self.manifests = list(manifests)
         first = self.manifests[0]
-        self.streams: list[str] = list(first.streams or [])
+        self.streams: list[str] = list(first.streams or first.dims or [])  # units, or extract's feature layers
         self.vocab_sizes: list[int] = list(first.vocab_sizes or [])
         self.frame_rate = float(first.frame_rate or 0)
         self.sample_rate = int(first.sample_rate or 0)
@@ -142,12 +142,18 @@ class TokenizedCorpus:
         self.bpe = first.bpe
 
     @classmethod
-    def open(cls, directory: str | os.PathLike) -> TokenizedCorpus:
-        """`directory`: a local directory or an object store URL (`s3://bucket/corpus`)."""
+    def open(cls, directory: str | os.PathLike, kinds: tuple[str, ...] = ("tokenize",)) -> TokenizedCorpus:
+        """`directory`: a local directory or an object store URL (`s3://bucket/corpus`), written
+        by one of the commands `kinds` (`extract` output reads the same way: its streams are
+        its feature layers)."""
         manifests = read_manifests(directory)
-        if manifests[0].kind != "tokenize":
-            raise InputError(f"{directory}: holds `{manifests[0].kind}` output, not tokens")
+        if manifests[0].kind not in kinds:
+            raise InputError(f"{directory}: holds `{manifests[0].kind}` output, not {' or '.join(kinds)} output")
         return cls(directory, manifests)
+
+    @property
+    def kind(self) -> str:
+        return self.manifests[0].kind
 
     @property
     def errors(self) -> int:
