@@ -37,6 +37,8 @@ def steps(config: dict, base: Path, device: str) -> list[list[str]]:
     def path(value: str) -> str:
         return str((base / value).resolve()) if value is not None else None
 
+    if not config.get("iterations"):
+        sys.exit("the recipe has no `iterations`: give at least one (labels + train), see examples/hubert_recipe.yaml")
     work = Path(path(config["work"]))
     train, valid = path(config["train"]), path(config.get("valid"))
     commands, previous = [], None

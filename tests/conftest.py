@@ -127,3 +127,25 @@ def s3_server():
             patch.setenv(key, value)
         yield endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def phone_speech(tmp_path_factory) -> Path:
+    """24 utterances of generated speech (phones known at 100 Hz) from 4 'speakers' (formant
+    scales), ids `spkN-M`, in ROOT/audio; their phones in ROOT/phones.tsv (fairseq's frame tsv)."""
+    import soundfile as sf
+
+    from speechtok.example_audio import frame_phones, timed_utterance
+
+    root = tmp_path_factory.mktemp("phone-speech")
+    (root / "audio").mkdir()
+    rng = np.random.default_rng(1)
+    lines = []
+    for u in range(24):
+        speaker = u % 4
+        wave, spans = timed_utterance(rng, seconds=3.0, sample_rate=SR, formant_scale=(0.85, 0.95, 1.05, 1.15)[speaker])
+        uid = f"spk{speaker}-{u}"
+        sf.write(root / "audio" / f"{uid}.wav", wave, SR)
+        lines.append(f"{uid}\t{','.join(frame_phones(spans, len(wave) / SR))}")
+    (root / "phones.tsv").write_text("\n".join(lines) + "\n")
+    return root

@@ -1,6 +1,6 @@
 """ABX (ZeroSpeech's library) on inputs speechtok builds: a hand-made case with a known answer,
 the .item format both ways, and generated speech where MFCC features must beat shuffled frames,
-through `speechtok eval abx` on `extract` and `tokenize` output."""
+through `speechtok eval abx` on `extract` and `tokenize` output (`phone_speech`: conftest)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 from typer.testing import CliRunner
 
 from speechtok.cli import app
@@ -56,33 +55,13 @@ def test_identical_vectors_per_phone_score_zero_and_noise_scores_chance(tmp_path
     assert 0.4 < noise["within"] < 0.6 and 0.4 < noise["across"] < 0.6
 
 
-@pytest.fixture(scope="module")
-def spoken(tmp_path_factory):
-    """24 utterances of generated speech (phones known at 100 Hz) from 4 'speakers' (formant
-    scales), ids `spkN-M`; a fairseq phone tsv."""
-    from speechtok.example_audio import frame_phones, timed_utterance
-
-    root = tmp_path_factory.mktemp("abx-speech")
-    (root / "audio").mkdir()
-    rng = np.random.default_rng(1)
-    lines = []
-    for u in range(24):
-        speaker = u % 4
-        wave, spans = timed_utterance(rng, seconds=3.0, sample_rate=16000, formant_scale=(0.85, 0.95, 1.05, 1.15)[speaker])
-        uid = f"spk{speaker}-{u}"
-        sf.write(root / "audio" / f"{uid}.wav", wave, 16000)
-        lines.append(f"{uid}\t{','.join(frame_phones(spans, len(wave) / 16000))}")
-    (root / "phones.tsv").write_text("\n".join(lines) + "\n")
-    return root
-
-
-def test_mfcc_features_beat_shuffled_frames_and_units_are_scored_too(spoken, tmp_path):
+def test_mfcc_features_beat_shuffled_frames_and_units_are_scored_too(phone_speech, tmp_path):
     from speechtok.corpus.arrow import column_arrays
     from speechtok.corpus.manifest import TokenizedCorpus
 
     runner = CliRunner()
-    assert runner.invoke(app, ["extract", str(spoken / "audio"), "-e", "mfcc", "-o", str(tmp_path / "mfcc"), "-q"]).exit_code == 0
-    done = runner.invoke(app, ["eval", "abx", str(tmp_path / "mfcc"), "-a", str(spoken / "phones.tsv"), "-o",
+    assert runner.invoke(app, ["extract", str(phone_speech / "audio"), "-e", "mfcc", "-o", str(tmp_path / "mfcc"), "-q"]).exit_code == 0
+    done = runner.invoke(app, ["eval", "abx", str(tmp_path / "mfcc"), "-a", str(phone_speech / "phones.tsv"), "-o",
                                str(tmp_path / "abx-mfcc"), "--json"])
     assert done.exit_code == 0, done.output
     mfcc = json.loads(done.output.strip().splitlines()[-1])
@@ -102,13 +81,13 @@ def test_mfcc_features_beat_shuffled_frames_and_units_are_scored_too(spoken, tmp
     assert 0.3 < chance["within"] < 0.7
 
     # units of an MFCC k-means tokenizer: through their centroids, and one-hot
-    assert runner.invoke(app, ["fit-kmeans", str(spoken / "audio"), "-e", "mfcc", "-k", "30", "-o",
+    assert runner.invoke(app, ["fit-kmeans", str(phone_speech / "audio"), "-e", "mfcc", "-k", "30", "-o",
                                str(tmp_path / "tok"), "-q"]).exit_code == 0
-    assert runner.invoke(app, ["tokenize", str(spoken / "audio"), "-t", str(tmp_path / "tok"), "-o",
+    assert runner.invoke(app, ["tokenize", str(phone_speech / "audio"), "-t", str(tmp_path / "tok"), "-o",
                                str(tmp_path / "units"), "-q"]).exit_code == 0
     scores = {}
     for representation in ("centroids", "onehot"):
-        done = runner.invoke(app, ["eval", "abx", str(tmp_path / "units"), "-a", str(spoken / "phones.tsv"), "-o",
+        done = runner.invoke(app, ["eval", "abx", str(tmp_path / "units"), "-a", str(phone_speech / "phones.tsv"), "-o",
                                    str(tmp_path / f"abx-{representation}"), "--representation", representation, "--json"])
         assert done.exit_code == 0, done.output
         scores[representation] = json.loads(done.output.strip().splitlines()[-1])

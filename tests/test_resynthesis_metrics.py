@@ -68,6 +68,17 @@ def test_f0_of_tones_of_known_pitch():
     assert rs.f0_metrics(a, noise, SR)["voicing_error"] > 0.8  # voiced against unvoiced
 
 
+def test_silent_short_and_constant_waves_give_nan_not_an_error(speech_waves):
+    x = speech_waves[0]
+    silent = np.zeros_like(x)
+    for reference, estimate in [(x, silent), (silent, x), (x[:100], x[:100]), (x[:4000], x[:4000] * 0.5)]:
+        m = rs.compare(reference, estimate, SR)
+        assert set(m) == set(rs.METRICS)
+    assert math.isnan(rs.si_sdr(x, silent)) and math.isnan(rs.si_sdr(x, np.full_like(x, 0.3)))
+    assert math.isnan(rs.pesq_wb(x, silent, SR)) and math.isnan(rs.stoi(x[:100], x[:100], SR))
+    assert math.isnan(rs.stoi(x[:4000], x[:4000], SR))  # 0.25 s: fewer than 30 frames of speech
+
+
 def test_pesq_and_stoi_are_their_packages_and_every_metric_worsens_with_noise(speech_waves):
     from pesq import pesq
     from pystoi import stoi
@@ -133,8 +144,9 @@ def test_eval_resynth_scores_a_codec_round_trip_of_a_sample(tiny_codec, speech_f
     if tokenizer.decode_sample_rate != 16000:
         decoded = soxr.resample(decoded, tokenizer.decode_sample_rate, 16000)
     expected = rs.compare(original, decoded, SR)
-    for name in rs.METRICS:
-        assert row[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6, nan_ok=True), name
+    for name in rs.METRICS:  # JSON holds NaN as null
+        value = float("nan") if row[name] is None else row[name]
+        assert value == pytest.approx(expected[name], rel=1e-4, abs=1e-6, nan_ok=True), name
     assert row["tokens_per_second"] == pytest.approx(units.codes.size / (len(original) / SR))
     assert summary["bitrate"] == pytest.approx(tokenizer.bitrate)
     kept, _ = sf.read(out / "audio" / f"{row['n']}.orig.wav", dtype="float32")

@@ -250,10 +250,38 @@ def test_the_recipe_runs_both_iterations_and_ctc_from_one_config(transcribed, tm
     labels = json.loads((work / "labels-it2" / "labels.json").read_text())
     assert str(work / "hubert-it1" / "final") in json.dumps(labels)  # iteration 2's targets: iteration 1's model
     assert json.loads((work / "ctc" / "run.json").read_text())["init"] == str(work / "hubert-it2" / "final")
-    assert '"cer"' in done.stdout or "CER" in done.stdout + done.stderr
+    import re
+
+    assert re.search(r"WER \d+\.\d+%  CER \d+\.\d+%  \(4 utterances\)", done.stdout + done.stderr)  # eval asr's line
     # re-run: every step is finished, nothing is redone
     model = work / "ctc" / "final" / "model.safetensors"
     written = model.stat().st_mtime_ns
     again = subprocess.run([sys.executable, str(script), str(config)], capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert model.stat().st_mtime_ns == written
+
+
+def test_lengths_outside_the_limits_are_left_out_and_too_short_masks_refused(transcribed, tmp_path):
+    from speechtok.errors import InputError
+    from speechtok.train import TrainConfig
+    from speechtok.train.ctc import CtcTask, character_vocabulary, ctc_model, train_ctc
+    from speechtok.train.data import read_transcribed
+
+    split = read_transcribed(transcribed / "valid.tsv", transcribed / "valid.ltr")
+    wave, _ = sf.read(split.paths[0], dtype="float32")
+    sf.write(tmp_path / "tiny.wav", wave[:300], SR)  # shorter than the convolutions' receptive field (400)
+    split.paths[0], split.sizes = str(tmp_path / "tiny.wav"), np.array([300, *split.sizes[1:]])
+    split.sizes[1] = 40 * SR  # as if 40 s long: over --max-sample-seconds
+    vocabulary = character_vocabulary(split.letters)
+    model, extractor, _ = ctc_model(vocabulary, init=str(transcribed / "pretrained"))
+    config = TrainConfig(max_steps=1, min_sample_seconds=0.25, max_sample_seconds=30.0, batch_seconds=100)
+    task = CtcTask(model, vocabulary, extractor)
+    assert task.usable(split, config) == [2, 3]
+    assert sorted(i for b in task.plan(split, config, np.random.default_rng(0)) for i in b) == [2, 3]
+    scores = task.evaluate(split, config, torch.device("cpu"))  # the 300-sample file is not read at all
+    assert all(np.isfinite(v) for v in scores.values())
+    # a minimum whose utterances are shorter than a time mask is refused before the run starts
+    with pytest.raises(InputError, match="time masks are 10 frames"):
+        train_ctc(model, vocabulary, extractor, split, None, TrainConfig(max_steps=1, min_sample_seconds=0.1),
+                  tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -98,16 +98,17 @@ def eval_abx(
 
 
 def report(
-    evaluations: List[Path] = typer.Argument(..., metavar="EVAL_DIRS", help="Directories written by `speechtok eval resynth` (one per tokenizer, on the same audio)."),
+    directories: List[Path] = typer.Argument(..., metavar="EVAL_OR_TOKENS_DIRS", help="Directories written by `speechtok eval resynth`, `eval abx` or `tokenize` (tokenizers compared on the same audio)."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The page; OUT.json and OUT.csv beside it hold every number."),
+    alignments: Optional[Path] = typer.Option(None, "--alignments", "-a", help="Phones of the tokenized corpora (fairseq tsv or MFA TextGrids): adds PNMI by K and unit-phone heatmaps."),
     max_rows: int = typer.Option(20, help="Utterances shown per tokenizer, with audio players and spectrograms (all are in the JSON / CSV)."),
 ):
-    """One self-contained HTML page comparing tokenizers: summary table, quality against bitrate, and each utterance's original and resynthesised audio with spectrograms.
+    """One self-contained HTML page comparing tokenizers: resynthesis metrics and quality against bitrate, each utterance's original and resynthesised audio with spectrograms, ABX, codebook usage and dead codes, PNMI by K and unit-phone heatmaps.
 
     No network needed to view it: plots and audio are inside the page. Needs matplotlib (pip install "speechtok[quality]")."""
-    from ..eval.report import build_report
+    from ..corpus.report import build_report
 
-    path = build_report(evaluations, out, max_rows)
+    path = build_report(directories, out, alignments, max_rows)
     say(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB), {path.with_suffix('.json').name}, "
         f"{path.with_suffix('.csv').name}")
 

@@ -100,7 +100,8 @@ def train_ctc(
     warmup_steps: Optional[int] = typer.Option(None, help="Linear warm-up steps, then linear decay to 0 (default: 10% of --max-steps)."),
     freeze_steps: Optional[int] = typer.Option(None, help="Steps at the start that train only the output layer (fairseq's freeze_finetune_updates; default: 40% of --max-steps, base_10h's 10k of 25k)."),
     batch_seconds: float = typer.Option(200.0, help="Audio per batch per process, in seconds, padding included (fairseq's max_tokens 3.2M samples)."),
-    min_sample_seconds: float = typer.Option(0.1, help="Shorter utterances are left out."),
+    min_sample_seconds: float = typer.Option(0.25, help="Shorter utterances are left out (at least a time mask's 10 frames)."),
+    max_sample_seconds: float = typer.Option(30.0, help="Longer utterances are left out (they are not cut: their transcripts could not be)."),
     mask_time_prob: float = typer.Option(0.75, help="SpecAugment: share of frames masked, in spans of 10 (fairseq's mask_prob)."),
     mask_channel_prob: float = typer.Option(0.5, help="SpecAugment: share of channels masked (fairseq's mask_channel_prob; spans of hidden_size / 12)."),
     layerdrop: float = typer.Option(0.1, help="Probability of skipping each transformer layer in a step."),
@@ -131,7 +132,7 @@ def train_ctc(
     freeze = round(0.4 * max_steps) if freeze_steps is None else freeze_steps
     training = TrainConfig(max_steps=max_steps, lr=lr, warmup_steps=max(1, round(0.1 * max_steps)) if warmup_steps is None
                            else warmup_steps, weight_decay=0.0, eps=1e-8, clip_norm=clip_norm, batch_seconds=batch_seconds,
-                           min_sample_seconds=min_sample_seconds, max_sample_seconds=max(min_sample_seconds, 30.0),
+                           min_sample_seconds=min_sample_seconds, max_sample_seconds=max_sample_seconds,
                            update_freq=update_freq, checkpoint_every=checkpoint_every, seed=seed)
     description = {"train_manifest": str(train.resolve()), "valid_manifest": None if valid is None else str(valid.resolve()),
                    "init": source, "config": config}

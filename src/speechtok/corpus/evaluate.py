@@ -18,12 +18,18 @@ import pyarrow.compute as pc
 
 from ..errors import InputError
 from ..eval.alignments import read_alignments
-from ..eval.metrics import JointCounts, StreamStats, TeacherQuality, resample_units, stream_stats, teacher_quality
+from ..eval.metrics import JointCounts, StreamStats, TeacherQuality, code_counts, counts_stats, resample_units, teacher_quality
 from .manifest import TokenizedCorpus
 
 
 def purity(out: str | os.PathLike, alignments: str | os.PathLike, stream: str | None = None,
            phone_rate: float = 100.0, keep_stress: bool = False, tier: str | None = None) -> TeacherQuality:
+    return teacher_quality(joint_counts(out, alignments, stream, phone_rate, keep_stress, tier))
+
+
+def joint_counts(out: str | os.PathLike, alignments: str | os.PathLike, stream: str | None = None,
+                 phone_rate: float = 100.0, keep_stress: bool = False, tier: str | None = None) -> JointCounts:
+    """(phone, unit) frame counts of the aligned utterances of a tokenized corpus."""
     corpus = TokenizedCorpus.open(out)
     stream = corpus.stream(stream)
     phones = read_alignments(alignments, phone_rate, keep_stress, tier)
@@ -31,7 +37,7 @@ def purity(out: str | os.PathLike, alignments: str | os.PathLike, stream: str | 
     units = dict(zip(ids, corpus.sequences(stream, expand=True)))  # one unit per frame again
     matched = aligned_ids(ids, phones, alignments, out)
     pairs = [(phones[uid], resample_units(units[key], corpus.frame_rate, phone_rate)) for uid, key in matched.items()]
-    return teacher_quality(JointCounts.collect(pairs, len(phones) - len(matched)))
+    return JointCounts.collect(pairs, len(phones) - len(matched))
 
 
 def aligned_ids(ids: list[str], phones: dict[str, list[str]], alignments, out) -> dict[str, str]:
@@ -59,8 +65,13 @@ def stats(out: str | os.PathLike) -> list[StreamStats]:
     samples = sum(int(pc.sum(t.column("num_samples")).as_py() or 0) for t in corpus.tables(["num_samples"]))
     seconds = samples / corpus.sample_rate
 
-    def codes(stream: str) -> Iterator[np.ndarray]:  # every code of a shard as one flat array
+    return [counts_stats(s, code_counts_of(corpus, s), seconds) for s in corpus.streams]
+
+
+def code_counts_of(corpus: TokenizedCorpus, stream: str) -> np.ndarray:
+    """[K] how often each code of `stream` occurs, read a shard at a time."""
+    def codes() -> Iterator[np.ndarray]:  # every code of a shard as one flat array
         for table in corpus.tables([stream]):
             yield pc.list_flatten(table.column(stream)).to_numpy()
 
-    return [stream_stats(s, codes(s), k, seconds) for s, k in zip(corpus.streams, corpus.vocab_sizes)]
+    return code_counts(codes(), corpus.vocab_size(stream))

@@ -58,9 +58,12 @@ class TranscriptAgreement:
 
             model_name = snapshot_download(model_name, local_files_only=True)
         self.recognise = pipeline("automatic-speech-recognition", model=model_name, device=resolve_device(device))
+        # Whisper transcribes more than 30 s only in long-form mode, which needs timestamps
+        self.options = {"return_timestamps": True} if self.recognise.type == "seq2seq_whisper" else {}
 
     def transcript(self, wave: np.ndarray) -> str:
-        return " ".join(self.recognise({"raw": np.asarray(wave, np.float32), "sampling_rate": RATE})["text"].split())
+        heard = self.recognise({"raw": np.asarray(wave, np.float32), "sampling_rate": RATE}, **self.options)
+        return " ".join(heard["text"].split())
 
     def __call__(self, original: np.ndarray, resynthesised: np.ndarray) -> float:
         import jiwer

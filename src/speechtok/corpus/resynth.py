@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from ..audio import Reading
 from ..errors import InputError
-from ..eval.resynthesis import METRICS, MODEL_METRICS, compare
+from ..eval.resynthesis import METRICS, MODEL_METRICS, compare, resample
 from ..tokenizer import TokenizerBase
 from .inputs import collect
 from .reader import AudioReader
@@ -75,6 +75,8 @@ def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, 
         raise InputError(f"no audio found in {', '.join(map(str, inputs))}")
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
+    for old in (out / "audio").glob("*.wav"):  # an earlier run's pairs (another sample size)
+        old.unlink()
     front = tokenizer.reading
     reader = AudioReader(Reading(front.sample_rate, front.min_samples))  # the audio as it is, at the tokenizer's rate
     streams = getattr(tokenizer, "streams", None)
@@ -89,16 +91,22 @@ def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, 
                 progress(1)
             continue
         wave = loaded.wave
-        units = tokenizer.encode_waves([wave if front.prepare is None else front.prepare(wave)])[0]
-        decoded = tokenizer.decode(units)
-        original = _at(wave, front.sample_rate)
-        resynthesised = _at(decoded, tokenizer.decode_sample_rate)
-        seconds = len(wave) / front.sample_rate
-        row.update({"seconds": seconds, "tokens_per_second": units.codes.size / seconds if seconds else float("nan"),
-                    **compare(original, resynthesised, RATE)})
-        row.update({judge.name: judge(original, resynthesised[: len(original)]) for judge in judges})
+        try:
+            units = tokenizer.encode_waves([wave if front.prepare is None else front.prepare(wave)])[0]
+            decoded = tokenizer.decode(units)
+            original = resample(wave, front.sample_rate, RATE)
+            resynthesised = resample(decoded, tokenizer.decode_sample_rate, RATE)[: len(original)]
+            seconds = len(wave) / front.sample_rate
+            row.update({"seconds": seconds, "tokens_per_second": units.codes.size / seconds if seconds else float("nan"),
+                        **compare(original, resynthesised, RATE)})
+            row.update({judge.name: judge(original, resynthesised) for judge in judges})
+        except Exception as error:  # noqa: BLE001 - one utterance the tokenizer or a judge fails on is reported, not fatal
+            result.rows.append({**row, "error": f"{type(error).__name__}: {error}"})
+            if progress is not None:
+                progress(1)
+            continue
         _write_wave(out / "audio" / f"{number}.orig.wav", original)
-        _write_wave(out / "audio" / f"{number}.resynth.wav", resynthesised[: len(original)])
+        _write_wave(out / "audio" / f"{number}.resynth.wav", resynthesised)
         result.rows.append(row)
         if progress is not None:
             progress(1)
@@ -110,15 +118,15 @@ def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, 
         "metrics": {name: _aggregate([r[name] for r in result.rows if "error" not in r])
                     for name in ("tokens_per_second", *METRICS, *(j.name for j in judges))},
     }
-    atomic_write_text(out / "utterances.jsonl", "".join(json.dumps(r, allow_nan=True) + "\n" for r in result.rows))
+    atomic_write_text(out / "utterances.jsonl", "".join(json.dumps(json_safe(r)) + "\n" for r in result.rows))
     atomic_write_text(out / "utterances.csv", _table(result.rows))
-    atomic_write_text(out / EVAL_FILE, json.dumps(result.summary, indent=2) + "\n")
+    atomic_write_text(out / EVAL_FILE, json.dumps(json_safe(result.summary), indent=2) + "\n")
     return result
 
 
 def _aggregate(values: list[float]) -> dict:
     """Mean and median over the finite values, and how many there were (F0 of an unvoiced pair,
-    PESQ of a silent one are undefined)."""
+    PESQ of a silent one are undefined). dWER's mean is of per-utterance rates, not a corpus WER."""
     finite = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     if not len(finite):
         return {"mean": None, "median": None, "count": 0}
@@ -134,9 +142,16 @@ def _table(rows: list[dict]) -> str:
     return text.getvalue()
 
 
-def _at(wave: np.ndarray, rate: int) -> np.ndarray:
-    wave = np.asarray(wave, dtype=np.float32)
-    return wave if rate == RATE else soxr.resample(wave, rate, RATE).astype(np.float32)
+def json_safe(value):
+    """`value` with NaN / infinity as null: JSON has no such numbers (an identical round trip's
+    SI-SDR is +inf; the CSV keeps it)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _write_wave(path: Path, wave: np.ndarray) -> None:

@@ -138,10 +138,21 @@ class StreamStats:
         return {**asdict(self), "usage": self.usage}
 
 
-def stream_stats(stream: str, sequences: Iterable[np.ndarray], k: int, seconds: float) -> StreamStats:
+def code_counts(sequences: Iterable[np.ndarray], k: int) -> np.ndarray:
+    """[k] how often each code occurs in `sequences`."""
     counts = np.zeros(k, dtype=np.int64)
     for seq in sequences:
         counts += np.bincount(np.asarray(seq, dtype=np.int64), minlength=k)[:k]
+    return counts
+
+
+def stream_stats(stream: str, sequences: Iterable[np.ndarray], k: int, seconds: float) -> StreamStats:
+    return counts_stats(stream, code_counts(sequences, k), seconds)
+
+
+def counts_stats(stream: str, counts: np.ndarray, seconds: float) -> StreamStats:
+    """`StreamStats` of a stream whose codes occur `counts` times each."""
+    k = len(counts)
     tokens = int(counts.sum())
     p = counts / max(tokens, 1)
     bits = float(-(p[p > 0] * np.log2(p[p > 0])).sum())

@@ -1,11 +1,13 @@
-"""`speechtok report`: one self-contained HTML page comparing tokenizers on the same audio, from the
-directories `speechtok eval resynth` writes, plus every number as JSON and CSV beside it.
+"""`speechtok report`'s page: one self-contained HTML file comparing tokenizers on the same audio,
+plus every number as JSON and CSV beside it (`corpus.report` gathers what it shows).
 
 The page needs no network: plots are inline PNGs (matplotlib, Agg), audio is inline WAV (16-bit,
-16 kHz). It holds a table of each tokenizer's bitrate and mean metrics, bitrate-vs-quality
-scatter plots, and per utterance the original and resynthesised audio with their spectrograms.
-A small script on the page counts the audio clips and images the browser could decode and shows
-it at the top (what the browser test reads).
+16 kHz). From `eval resynth` directories: each tokenizer's bitrate and mean metrics, quality
+against bitrate, and per utterance the original and resynthesised audio with spectrograms. From
+`eval abx` directories: ABX error within / across speakers. From tokenized corpora: codebook
+usage (how often each code occurs, dead codes), and with alignments PNMI by K and a unit-phone
+confusion heatmap. A small script on the page counts the audio clips and images the browser
+could decode and shows it at the top (what the browser test reads).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import InputError
+from .metrics import JointCounts, StreamStats, TeacherQuality
 from .resynthesis import HIGHER_IS_BETTER, METRICS, MODEL_METRICS
 
 SCATTER = ("pesq", "stoi", "mcd", "si_sdr")  # quality against bitrate
@@ -56,24 +59,128 @@ class Evaluation:
         return self.summary["metrics"].get(metric, {}).get("mean")
 
 
-def build_report(directories: Sequence[str | os.PathLike], out: str | os.PathLike, max_rows: int = 20) -> Path:
-    """Write OUT (the page), OUT.json and OUT.csv (every number) for the evaluations in `directories`."""
-    if not directories:
-        raise InputError("give at least one directory written by `speechtok eval resynth`")
-    evaluations = [Evaluation.read(d) for d in directories]
+@dataclass
+class UnitsRun:
+    """A tokenized corpus: per stream its codebook statistics and code counts, and with
+    alignments its teacher quality and (phone, unit) counts."""
+
+    name: str
+    stats: list[StreamStats]
+    counts: dict[str, np.ndarray]
+    quality: dict[str, tuple[TeacherQuality, JointCounts]]
+
+
+@dataclass
+class AbxRun:
+    """An `eval abx` directory's abx.json."""
+
+    name: str
+    result: dict
+
+
+def render(evaluations: Sequence[Evaluation] = (), units: Sequence[UnitsRun] = (), abx: Sequence[AbxRun] = (),
+           max_rows: int = 20) -> tuple[str, dict, str]:
+    """(the page, every number, the per-utterance table as CSV)."""
     names = [e.name for e in evaluations]
     for e in evaluations:  # two runs of one tokenizer: tell them apart by directory
         if names.count(e.name) > 1:
             e.name = f"{e.name} ({e.directory.name})"
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sections = [_summary_table(evaluations), _scatter(evaluations)]
+    sections = []
+    if evaluations:
+        sections += [_summary_table(evaluations), _scatter(evaluations)]
+    if abx:
+        sections.append(_abx(abx))
+    if units:
+        sections.append(_units(units))
     sections += [_utterances(e, max_rows) for e in evaluations]
-    _write(out, _page(sections))
-    _write(out.with_suffix(".json"), json.dumps([{"name": e.name, "directory": str(e.directory), **e.summary,
-                                                  "utterances": e.rows} for e in evaluations], indent=2) + "\n")
-    _write(out.with_suffix(".csv"), _csv(evaluations))
-    return out
+    numbers = {
+        "resynthesis": [{"name": e.name, "directory": str(e.directory), **e.summary, "utterances": e.rows}
+                        for e in evaluations],
+        "abx": [{"name": a.name, **a.result} for a in abx],
+        "units": [{"name": u.name, "streams": [{**s.as_dict(), "counts": u.counts[s.stream].tolist(),
+                                               **({"teacher_quality": u.quality[s.stream][0].as_dict()}
+                                                  if s.stream in u.quality else {})} for s in u.stats]}
+                  for u in units],
+    }
+    return _page(sections), numbers, _csv(evaluations)
+
+
+def _abx(runs: Sequence[AbxRun]) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(runs) + 2), 3.2), constrained_layout=True)
+    x = np.arange(len(runs))
+    for offset, (key, label) in zip((-0.2, 0.2), (("within_speaker", "within speaker"), ("across_speaker", "across"))):
+        ax.bar(x + offset, [100 * (r.result.get(key) or 0) for r in runs], width=0.4, label=label)
+    ax.set_xticks(x, [r.name for r in runs], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("ABX error (%)")
+    ax.set_title("ABX phone discriminability (lower is better)")
+    ax.legend(fontsize=8)
+    rows = "".join(f"<tr><td>{html.escape(r.name)}</td><td>{html.escape(str(r.result.get('representation')))}</td>"
+                   f"<td>{_percent(r.result.get('within_speaker'))}</td><td>{_percent(r.result.get('across_speaker'))}</td>"
+                   f"<td>{r.result.get('items')}</td></tr>" for r in runs)
+    return (f"<h2>ABX</h2><table><tr><th>run</th><th>compared as</th><th>within speaker</th><th>across speaker</th>"
+            f"<th>items</th></tr>{rows}</table>{_png(fig)}")
+
+
+def _units(runs: Sequence[UnitsRun]) -> str:
+    plt = _pyplot()
+    parts = ["<h2>Units</h2>"]
+    rows = []
+    for u in runs:
+        for s in u.stats:
+            q = u.quality.get(s.stream)
+            rows.append(f"<tr><td>{html.escape(u.name)}</td><td>{html.escape(s.stream)}</td><td>{s.k}</td>"
+                        f"<td>{s.used} ({100 * s.usage:.1f}%)</td><td>{s.k - s.used}</td><td>{s.perplexity:.1f}</td>"
+                        f"<td>{s.nominal_bitrate:.0f}</td><td>{'-' if q is None else f'{q[0].pnmi:.4f}'}</td></tr>")
+    parts.append("<table><tr><th>corpus</th><th>stream</th><th>K</th><th>codes used</th><th>dead codes</th>"
+                 f"<th>perplexity</th><th>bit/s</th><th>PNMI</th></tr>{''.join(rows)}</table>")
+    # how often each code occurs, most used first (a flat curve: codes used evenly)
+    fig, ax = plt.subplots(figsize=(6.5, 3.2), constrained_layout=True)
+    for i, u in enumerate(runs):
+        for s in u.stats:
+            counts = np.sort(u.counts[s.stream])[::-1]
+            ax.plot(np.arange(1, len(counts) + 1), np.maximum(counts / max(counts.sum(), 1), 1e-7),
+                    label=f"{u.name} {s.stream} ({s.k - s.used} dead)", color=f"C{i}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("code rank")
+    ax.set_ylabel("share of tokens")
+    ax.set_title("Codebook usage")
+    ax.legend(fontsize=7)
+    parts.append(_png(fig))
+    with_quality = [(u, s, u.quality[s.stream]) for u in runs for s in u.stats if s.stream in u.quality]
+    if with_quality:
+        fig, ax = plt.subplots(figsize=(5.5, 3.2), constrained_layout=True)
+        for i, (u, s, (q, _)) in enumerate(with_quality):
+            ax.scatter(s.k, q.pnmi, s=50, color=f"C{i}", label=f"{u.name} {s.stream}")
+        ax.set_xscale("log")
+        ax.set_xlabel("K")
+        ax.set_ylabel("PNMI")
+        ax.set_title("PNMI by K (higher is better)")
+        ax.legend(fontsize=7)
+        parts.append(_png(fig))
+        for u, s, (_, joint) in with_quality:
+            parts.append(f"<h3>{html.escape(u.name)} {html.escape(s.stream)}: p(phone | unit)</h3>{_confusion(joint)}")
+    return "".join(parts)
+
+
+def _confusion(joint: JointCounts) -> str:
+    """p(phone | unit) with units ordered by their most likely phone, so a good tokenizer draws a
+    staircase."""
+    plt = _pyplot()
+    counts = joint.counts.astype(np.float64)
+    given_unit = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+    order = np.lexsort((-given_unit.max(axis=0), given_unit.argmax(axis=0)))
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(joint.phones) + 1.5), constrained_layout=True)
+    image = ax.imshow(given_unit[:, order], aspect="auto", cmap="viridis", interpolation="nearest", vmin=0, vmax=1)
+    ax.set_yticks(range(len(joint.phones)), joint.phones, fontsize=7)
+    ax.set_xlabel(f"units ({len(joint.units)}), ordered by their most likely phone")
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    return _png(fig)
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _summary_table(evaluations: list[Evaluation]) -> str:
@@ -180,16 +287,25 @@ def _csv(evaluations: list[Evaluation]) -> str:
 
 # counts what the browser could decode and shows it; the browser test reads the same line
 CHECK = """<script>
+function notBlank(image) {  // a plot that drew something: not every pixel the same
+  const canvas = document.createElement('canvas');
+  canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+  const context = canvas.getContext('2d');
+  context.drawImage(image, 0, 0);
+  const pixels = new Uint32Array(context.getImageData(0, 0, canvas.width, canvas.height).data.buffer);
+  return pixels.some(p => p !== pixels[0]);
+}
 function checkMedia() {
   const clips = [...document.querySelectorAll('audio')], images = [...document.querySelectorAll('img')];
   let pending = clips.length;
   const done = () => {
     const playable = clips.filter(a => a.readyState >= 1 && a.duration > 0).length;
-    const decoded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+    const decoded = images.filter(i => i.complete && i.naturalWidth > 0);
+    const drawn = decoded.filter(notBlank).length;
     const line = document.getElementById('media');
-    line.textContent = `${playable} of ${clips.length} audio clips playable, ${decoded} of ${images.length} images shown`;
+    line.textContent = `${playable} of ${clips.length} audio clips playable, ${drawn} of ${images.length} plots drawn`;
     line.dataset.playable = playable; line.dataset.audio = clips.length;
-    line.dataset.decoded = decoded; line.dataset.images = images.length;
+    line.dataset.decoded = decoded.length; line.dataset.drawn = drawn; line.dataset.images = images.length;
   };
   if (!pending) { done(); return; }
   clips.forEach(a => {
@@ -224,9 +340,3 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

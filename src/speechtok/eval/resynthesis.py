@@ -14,8 +14,9 @@ wave against its original, both mono at the same sample rate and already cut to 
     f0_corr        Pearson correlation of those F0 values
     voicing_error  share of frames whose voiced / unvoiced decision differs
 
-Every function returns a float; nan where it is undefined (F0 of an unvoiced pair, PESQ of a
-silent reference), never an exception for a short or quiet utterance.
+Every function returns a float; nan where it is undefined (F0 of an unvoiced pair, PESQ or
+SI-SDR of a silent wave, STOI of less than 30 frames of speech), never an exception for a short
+or quiet utterance.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 PESQ_RATE = 16000
 MCD_COEFFICIENTS = 13  # c0 .. c12; c0 is left out of the distance
 F0_RATE = 16000
+SILENT_POWER = 1e-12  # mean square below this (-120 dB full scale): silence
+STOI_TOO_SHORT = 1e-5  # what pystoi returns when there are fewer than 30 frames of speech
 
 
 def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
@@ -35,7 +38,8 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
     x = np.asarray(reference, dtype=np.float64) - np.mean(reference)
     y = np.asarray(estimate, dtype=np.float64) - np.mean(estimate)
     energy = float(x @ x)
-    if energy == 0.0:
+    silent = SILENT_POWER * max(len(x), 1)  # a constant wave leaves float32 rounding after its mean
+    if energy <= silent or float(y @ y) <= silent:  # a silent (or constant) wave: nothing to compare
         return float("nan")
     target = (float(x @ y) / energy) * x
     noise = y - target
@@ -80,7 +84,7 @@ def f0_track(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     """F0 in Hz every 10 ms, 0 where unvoiced (librosa's pYIN, 60-600 Hz, 64 ms frames, at 16 kHz)."""
     import librosa
 
-    x = _at(wave, sample_rate, F0_RATE)
+    x = resample(wave, sample_rate, F0_RATE)
     f0, voiced, _ = librosa.pyin(x, fmin=60.0, fmax=600.0, sr=F0_RATE, frame_length=1024, hop_length=F0_RATE // 100)
     return np.where(voiced, np.nan_to_num(f0), 0.0)
 
@@ -104,18 +108,26 @@ def pesq_wb(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> fl
     the model can find."""
     from pesq import PesqError, pesq
 
-    reference, estimate = _at(reference, sample_rate, PESQ_RATE), _at(estimate, sample_rate, PESQ_RATE)
+    reference, estimate = resample(reference, sample_rate, PESQ_RATE), resample(estimate, sample_rate, PESQ_RATE)
     try:
         return float(pesq(PESQ_RATE, reference, estimate, "wb", on_error=PesqError.RAISE_EXCEPTION))
-    except PesqError:
+    except (PesqError, ValueError):  # no utterance found, a silent estimate, too short
         return float("nan")
 
 
 def stoi(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, extended: bool = False) -> float:
+    import warnings
+
     from pystoi import stoi as pystoi
 
-    return float(pystoi(np.asarray(reference, np.float64), np.asarray(estimate, np.float64), sample_rate,
-                        extended=extended))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Not enough STFT frames": answered below
+            value = float(pystoi(np.asarray(reference, np.float64), np.asarray(estimate, np.float64), sample_rate,
+                                 extended=extended))
+    except (ValueError, IndexError):  # shorter than one analysis frame
+        return float("nan")
+    return float("nan") if value == STOI_TOO_SHORT else value
 
 
 def compare(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> dict[str, float]:
@@ -146,7 +158,8 @@ def require_packages() -> None:
         raise InputError(f"resynthesis metrics need {', '.join(missing)}: pip install \"speechtok[quality]\"")
 
 
-def _at(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """float32 `wave` at `target` Hz (soxr)."""
     if rate == target:
         return np.asarray(wave, np.float32)
     import soxr

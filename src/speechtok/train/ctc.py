@@ -4,7 +4,8 @@
     (`feature_grad_mult` 0), SpecAugment (time spans mask_prob 0.75 x 10 frames, channel spans
     0.5 x 64 channels of 768: fairseq's HuBERT base_10h) -> dropout -> linear to the vocabulary
     -> CTC loss (blank = `<pad>`, infinities zeroed), summed per utterance and averaged over the
-    batch's utterances (fairseq's `sentence_avg`)
+    batch's utterances (fairseq's `sentence_avg`; across accumulated batches and processes the
+    batch averages are averaged, where fairseq divides by the whole update's sentence count)
 
 For the first `freeze_steps` updates only the output layer learns (fairseq's
 `freeze_finetune_updates`): the encoder runs without gradients.
@@ -16,10 +17,17 @@ be the pad token. The fine-tuned model is written as a transformers directory wi
 (a `Wav2Vec2CTCTokenizer` over that vocabulary, `|` the word delimiter, and the encoder's feature
 extractor): `speechtok eval asr RUN_DIR/final` and `AutoModelForCTC` / `AutoProcessor` read it.
 
+Batches are zero-padded and the transformer is told which frames are padding (fairseq's
+`padding_mask`), also for group-norm encoders whose processors take no attention mask: there
+the convolutional features of padded batches still see the zeros (as in fairseq), while
+inference (`eval asr`, one utterance at a time) has no padding at all. Utterances shorter than
+`min_sample_seconds` or longer than `max_sample_seconds` are left out of training and of the
+valid scores.
+
 Where this departs from fairseq, knowingly: the learning rate warms up linearly then decays
-linearly to 0 (transformers' schedule; fairseq's tri-stage decays exponentially to 5%), and the
+linearly to 0 (transformers' schedule; fairseq's tri-stage decays exponentially to 5%), the
 channel-mask span is 64 of 768 channels scaled to the model's width (`hidden_size / 12`), so a
-small model is not masked whole.
+small model is not masked whole, and the loss average noted above.
 """
 
 from __future__ import annotations
@@ -144,10 +152,11 @@ class CtcTask:
         # the processor's own normalisation (eps 1e-7): the one the model meets when it is used
         self.normalize = (lambda wave: features(wave, sampling_rate=SAMPLE_RATE, return_tensors="np").input_values[0]
                           ) if features.do_normalize else None
-        self.attention_mask = bool(self.processor.feature_extractor.return_attention_mask)
         self.blank = vocabulary["<pad>"]
-        # frozen steps and layerdrop leave parameters without gradients
-        self.unused_parameters = freeze_steps > 0 or model.ctc.config.layerdrop > 0
+        # frozen steps, layerdrop and a mask embedding no time mask uses leave parameters without gradients
+        c = model.ctc.config
+        self.unused_parameters = freeze_steps > 0 or c.layerdrop > 0 or (
+            c.mask_time_prob == 0 and getattr(model.ctc.base_model, "masked_spec_embed", None) is not None)
 
     def describe(self) -> dict:
         return {"model": self.module.ctc.config.to_dict(), "vocabulary": self.vocabulary, "freeze_steps": self.freeze_steps,
@@ -159,6 +168,11 @@ class CtcTask:
 
     def plan(self, split: TranscribedSplit, config: TrainConfig, rng: np.random.Generator) -> list[list[int]]:
         return config.plan(split, rng, crop=False)
+
+    def usable(self, split: TranscribedSplit, config: TrainConfig) -> list[int]:
+        """The utterances trained and scored on: within the configured lengths."""
+        low, high = config.min_sample_seconds * SAMPLE_RATE, config.max_sample_seconds * SAMPLE_RATE
+        return [i for i, n in enumerate(split.sizes) if low <= n <= high]
 
     def collate(self, split: TranscribedSplit, indices: list[int], config: TrainConfig, rng: np.random.Generator) -> dict:
         return collate_padded(split, indices, self.encode, self.normalize)
@@ -178,7 +192,7 @@ class CtcTask:
         values, lengths = batch["input_values"].to(device), batch["sample_lengths"].to(device)
         attention = (torch.arange(values.shape[1], device=device)[None, :] < lengths[:, None]).long()
         with numpy_drawn_from(rng):  # transformers' SpecAugment draws from numpy's global RNG
-            logits = wrapped(values, attention if self.attention_mask else None, frozen)
+            logits = wrapped(values, attention, frozen)
         return self.ctc_loss(logits, batch, device), {"frozen": int(frozen)}
 
     def step_metrics(self, counts: dict[str, float]) -> dict[str, float]:
@@ -188,17 +202,21 @@ class CtcTask:
         model = self.module
         was_training = model.training
         model.eval()
-        loss, references, hypotheses = 0.0, [], []
+        loss, references, hypotheses, ids = 0.0, [], [], []
+        usable = self.usable(split, config)
+        if not usable:
+            return {"valid_loss": float("nan"), "valid_cer": float("nan"), "valid_wer": float("nan")}
         with torch.no_grad():
-            for i in range(len(split)):
+            for i in usable:
                 batch = collate_padded(split, [i], self.encode, None)
                 logits = ctc_logits(model.ctc, self.processor, batch["input_values"][0].numpy(), device)
                 loss += float(self.ctc_loss(logits[None], batch, device))
                 references.append(words_of(split.letters[i]))
                 hypotheses.append(greedy_text(self.processor, logits))
+                ids.append(split.paths[i])
         model.train(was_training)
-        result = score(references, hypotheses, split.paths)
-        return {"valid_loss": loss / max(len(split), 1), "valid_cer": result.cer, "valid_wer": result.wer}
+        result = score(references, hypotheses, ids)
+        return {"valid_loss": loss / len(usable), "valid_cer": result.cer, "valid_wer": result.wer}
 
     def write_final(self, directory: Path) -> Path:
         hub.loading_bars()
@@ -211,7 +229,12 @@ def train_ctc(model: CtcModel, vocabulary: dict[str, int], extractor: dict, trai
               valid: TranscribedSplit | None, config: TrainConfig, run_dir: str | os.PathLike, freeze_steps: int = 0,
               **kwargs) -> TrainResult:
     """Fine-tune `model` with CTC on `train_split`'s transcripts (`trainer.train`'s keyword arguments)."""
-    if model.ctc.config.vocab_size != len(vocabulary):
-        raise InputError(f"the model's output layer has {model.ctc.config.vocab_size} symbols, the vocabulary "
-                         f"{len(vocabulary)}")
+    c = model.ctc.config
+    if c.vocab_size != len(vocabulary):
+        raise InputError(f"the model's output layer has {c.vocab_size} symbols, the vocabulary {len(vocabulary)}")
+    shortest = int(model.ctc._get_feat_extract_output_lengths(torch.tensor(int(config.min_sample_seconds * SAMPLE_RATE))))
+    if c.mask_time_prob > 0 and shortest <= c.mask_time_length:  # checked before the run is started
+        raise InputError(f"min-sample-seconds {config.min_sample_seconds:g} gives {shortest} frames, but time masks are "
+                         f"{c.mask_time_length} frames long: give at least "
+                         f"{(c.mask_time_length + 1) * model.ctc.config.inputs_to_logits_ratio / SAMPLE_RATE:g} s")
     return train(CtcTask(model, vocabulary, extractor, freeze_steps), train_split, valid, config, run_dir, **kwargs)

@@ -234,9 +234,6 @@ class HubertTask:
                 "label_rate": m.label_rate}
 
     def plan(self, split: LabelledSplit, config: TrainConfig, rng: np.random.Generator) -> list[list[int]]:
-        if config.min_sample_seconds < 0.5:
-            raise InputError(f"min-sample-seconds must be at least 0.5 for masked prediction (a few masked spans); "
-                             f"got {config.min_sample_seconds}")
         return config.plan(split, rng)
 
     def collate(self, split: LabelledSplit, indices: list[int], config: TrainConfig, rng: np.random.Generator) -> dict:
@@ -293,4 +290,7 @@ def train_hubert(model: HubertPretraining, train_split: LabelledSplit, valid: La
     if train_split.num_classes != model.num_classes or train_split.label_rate != model.label_rate:
         raise InputError(f"the model predicts {model.num_classes} classes at {model.label_rate:g} Hz; "
                          f"{train_split.name}'s labels have {train_split.num_classes} at {train_split.label_rate:g} Hz")
+    if config.min_sample_seconds < 0.5:  # checked before the run is started
+        raise InputError(f"min-sample-seconds must be at least 0.5 for masked prediction (a few masked spans); "
+                         f"got {config.min_sample_seconds}")
     return train(HubertTask(model), train_split, valid, config, run_dir, **kwargs)

@@ -83,10 +83,14 @@ class TrainConfig:
 
     def plan(self, split: Split, rng: np.random.Generator, crop: bool = True) -> list[list[int]]:
         """One epoch's batches of `split` under these settings (`data.batch_plan`); without
-        `crop`, utterances are batched at their whole length (CTC: transcripts cannot be cut)."""
-        longest = self.max_samples if crop else int(max(split.sizes, default=0))
-        return batch_plan(split.sizes, int(self.batch_seconds * SAMPLE_RATE), longest,
-                          int(self.min_sample_seconds * SAMPLE_RATE), rng)
+        `crop`, utterances are batched at their whole length (CTC: transcripts cannot be cut) and
+        those longer than `max_sample_seconds` are left out."""
+        sizes = split.sizes
+        if not crop:  # too long to batch whole: left out (a size of 0 is below any minimum)
+            sizes = np.where(sizes > self.max_samples, 0, sizes)
+        longest = self.max_samples if crop else int(max(sizes, default=0))
+        return batch_plan(sizes, int(self.batch_seconds * SAMPLE_RATE), longest, int(self.min_sample_seconds * SAMPLE_RATE),
+                          rng)
 
 
 class Task(Protocol):
