@@ -67,14 +67,10 @@ def read_split(tsv: str | os.PathLike, label_dir: str | os.PathLike, label_rate:
     tsv, label_dir = Path(tsv), Path(label_dir)
     name = tsv.stem
     km, dictionary = label_dir / f"{name}.km", label_dir / "dict.km.txt"
-    for path in (tsv, km, dictionary):
+    for path in (km, dictionary):
         if not path.exists():
             raise NotFoundError(f"{path}: no such file (labels come from `speechtok hubert-labels` into {label_dir})")
-    paths, sizes = _manifest(tsv)
-    lines = km.read_text().splitlines()
-    if len(lines) != len(paths):
-        raise InputError(f"{km} has {len(lines)} lines but {tsv} lists {len(paths)} utterances: labels must be one "
-                         "line per utterance, in the manifest's order")
+    paths, sizes, lines = _manifest_and_lines(tsv, km, "labels")
     labels = [np.array(line.split(), dtype=np.int64) for line in lines]
     num_classes = sum(1 for line in dictionary.read_text().splitlines() if line.strip())
     top = max((int(x.max()) for x in labels if len(x)), default=-1)
@@ -119,14 +115,7 @@ def read_transcribed(tsv: str | os.PathLike, text: str | os.PathLike) -> Transcr
     """A manifest and its transcripts: a fairseq `.ltr` file (letters and `|`, space-separated)
     or a `.wrd` file (words, turned into letters as fairseq's `libri_labels.py` does)."""
     tsv, text = Path(tsv), Path(text)
-    for path in (tsv, text):
-        if not path.exists():
-            raise NotFoundError(f"{path}: no such file")
-    paths, sizes = _manifest(tsv)
-    lines = text.read_text().splitlines()
-    if len(lines) != len(paths):
-        raise InputError(f"{text} has {len(lines)} lines but {tsv} lists {len(paths)} utterances: one transcript per "
-                         "line, in the manifest's order")
+    paths, sizes, lines = _manifest_and_lines(tsv, text, "transcripts")
     if text.suffix == ".ltr":
         letters = [line.split() for line in lines]
     else:  # words: each letter, "|" after every word
@@ -135,6 +124,20 @@ def read_transcribed(tsv: str | os.PathLike, text: str | os.PathLike) -> Transcr
     if empty:
         raise InputError(f"{text}: line {empty[0] + 1} is empty ({len(empty)} empty transcripts); CTC needs text")
     return TranscribedSplit(tsv.stem, paths, sizes, letters)
+
+
+def _manifest_and_lines(tsv: Path, companion: Path, what: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """(audio paths, samples per utterance, lines of `companion`) of a fairseq manifest and the
+    file holding its `what`, one line per utterance."""
+    for path in (tsv, companion):
+        if not path.exists():
+            raise NotFoundError(f"{path}: no such file")
+    paths, sizes = _manifest(tsv)
+    lines = companion.read_text().splitlines()
+    if len(lines) != len(paths):
+        raise InputError(f"{companion} has {len(lines)} lines but {tsv} lists {len(paths)} utterances: {what} must be "
+                         "one line per utterance, in the manifest's order")
+    return paths, sizes, lines
 
 
 def _manifest(tsv: Path) -> tuple[list[str], np.ndarray]:
