@@ -217,10 +217,16 @@ def test_speaker_similarity_and_dwer_from_named_models_and_a_missing_one(tiny_co
         asr.lm_head.bias.copy_(torch.tensor([-3.0, -9.0] + [0.0] * (len(vocab) - 2)))
     asr.save_pretrained(tmp_path / "asr")
     Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(tmp_path / "asr")
+    from transformers import HubertForSequenceClassification
+
+    mos = HubertForSequenceClassification(HubertConfig(**small, num_labels=1)).eval()  # a regression head
+    mos.save_pretrained(tmp_path / "mos")
+    features.save_pretrained(tmp_path / "mos")
 
     out = tmp_path / "eval"
     run = CliRunner().invoke(app, ["eval", "resynth", *map(str, speech_files[:2]), "-t", str(tiny_codec), "-o", str(out),
-                                   "--speaker-model", str(tmp_path / "sv"), "--asr-model", str(tmp_path / "asr"), "-q"])
+                                   "--speaker-model", str(tmp_path / "sv"), "--asr-model", str(tmp_path / "asr"),
+                                   "--mos-model", str(tmp_path / "mos"), "-q"])
     assert run.exit_code == 0, run.output
     rows = [json.loads(line) for line in (out / "utterances.jsonl").read_text().splitlines()]
 
@@ -240,6 +246,9 @@ def test_speaker_similarity_and_dwer_from_named_models_and_a_missing_one(tiny_co
         with torch.no_grad():
             a, b = (speaker(normalised(w)).embeddings[0].numpy() for w in (original, resynth))
         assert row["speaker_similarity"] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-5)
+        with torch.no_grad():
+            assert row["mos"] == pytest.approx(float(mos(normalised(resynth)).logits[0, 0]), abs=1e-5)
+            assert row["mos_original"] == pytest.approx(float(mos(normalised(original)).logits[0, 0]), abs=1e-5)
         ref, hyp = transcript(original).split(), transcript(resynth).split()
         assert ref, "the test's ASR model should say something"
         assert row["dwer"] == pytest.approx(edit_distance(ref, hyp) / len(ref))
@@ -252,3 +261,42 @@ def test_speaker_similarity_and_dwer_from_named_models_and_a_missing_one(tiny_co
     assert "speaker_similarity left out" in run.output and "hf download someone/not-cached-sv" in run.output
     summary = json.loads((tmp_path / "offline" / "eval.json").read_text())
     assert "speaker_similarity" in summary["skipped"] and summary["metrics"]["pesq"]["count"] == 2
+
+
+def test_eval_resynth_of_units_through_a_unit_vocoder(tmp_path, model_dir, speech_files):
+    """GSLM style: HuBERT layer 2 k-means (K=100) + a fairseq CodeHiFiGAN, all tiny and random."""
+    import json
+
+    import joblib
+    import soundfile as sf
+    import soxr
+    from sklearn.cluster import MiniBatchKMeans
+    from typer.testing import CliRunner
+
+    import speechtok
+    from speechtok.cli import app
+
+    from .fairseq_codehifigan import write_checkpoint
+
+    write_checkpoint(tmp_path / "voc")
+    rng = np.random.default_rng(0)
+    joblib.dump(MiniBatchKMeans(n_clusters=100, n_init=1, random_state=0).fit(rng.standard_normal((800, 64))),
+                tmp_path / "km.bin")
+    runner = CliRunner()
+    made = runner.invoke(app, ["import", "kmeans", str(tmp_path / "km.bin"), "--encoder", str(model_dir("hubert-group")),
+                               "--layers", "2", "--vocoder", str(tmp_path / "voc" / "g_00100000"), "-o", str(tmp_path / "tok")])
+    assert made.exit_code == 0, made.output
+    run = runner.invoke(app, ["eval", "resynth", *map(str, speech_files[:2]), "-t", str(tmp_path / "tok"), "-o",
+                              str(tmp_path / "eval"), "-q"])
+    assert run.exit_code == 0, run.output
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "utterances.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["pesq"] is not None and r["mcd"] > 0 for r in rows)
+    tokenizer = speechtok.load(str(tmp_path / "tok"))
+    for row in rows:  # the kept resynthesis is the vocoder's output for the file, at 16 kHz
+        audio = tokenizer.decode(tokenizer.encode(row["source"]))
+        if tokenizer.decode_sample_rate != SR:
+            audio = soxr.resample(audio, tokenizer.decode_sample_rate, SR)
+        kept, _ = sf.read(tmp_path / "eval" / "audio" / f"{row['n']}.resynth.wav", dtype="float32")
+        np.testing.assert_allclose(kept, audio[: len(kept)], atol=1e-5)
+    summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert summary["bitrate"] == pytest.approx(50 * np.log2(100))

@@ -30,6 +30,7 @@ def eval_resynth(
     bandwidth: Optional[float] = BANDWIDTH,
     speaker_model: Optional[str] = typer.Option(None, help="Speaker similarity: cosine of the two waves' embeddings from this transformers x-vector model (hub id or directory), e.g. microsoft/wavlm-base-plus-sv."),
     asr_model: Optional[str] = typer.Option(None, help="dWER: WER of the resynthesis' transcript against the original's, by this transformers CTC or Whisper model, e.g. facebook/hubert-large-ls960-ft."),
+    mos_model: Optional[str] = typer.Option(None, help="MOS: the predicted mean opinion score of the resynthesis (and of the original), by a transformers audio-classification model with one regression output."),
     id_column: Optional[str] = ID_COLUMN,
     device: str = DEVICE,
     quiet: bool = QUIET,
@@ -39,11 +40,11 @@ def eval_resynth(
     Per utterance and on average: wide-band PESQ, STOI and ESTOI, SI-SDR, mel-cepstral distortion, log-mel distance, F0 RMSE / correlation and voicing error (pYIN), tokens per second; the tokenizer's bitrate. Both waves are compared at 16 kHz. A named model that cannot be loaded (offline, not cached) is reported and its metric left out; the rest is still measured. Needs the quality extra: pip install "speechtok[quality]"."""
     from ..corpus.judges import load_judges
     from ..corpus.resynth import resynthesize
-    from ..eval.resynthesis import METRICS, require_packages
+    from ..eval.resynthesis import require_packages
 
     require_packages()
     tok = load_tokenizer(tokenizer, None, device, None, n_quantizers, bandwidth)
-    judges, skipped = load_judges(speaker_model, asr_model, device)
+    judges, skipped = load_judges(speaker_model, asr_model, device, mos_model)
     for metric, why in skipped.items():
         err.print(f"[yellow]{metric} left out[/yellow]: {why}", soft_wrap=True)
     bar = Progress(TextColumn("eval resynth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
@@ -56,8 +57,7 @@ def eval_resynth(
         table = Table(title=f"{tokenizer}: {result.summary['sample']} utterances, {result.summary['bitrate']:.0f} bit/s")
         for column in ("metric", "mean", "median", "utterances"):
             table.add_column(column)
-        for name in ("tokens_per_second", *METRICS, *(j.name for j in judges)):
-            m = result.summary["metrics"][name]
+        for name, m in result.summary["metrics"].items():
             table.add_row(name, *(("-", "-") if m["mean"] is None else (f"{m['mean']:.4g}", f"{m['median']:.4g}")),
                           str(m["count"]))
         Console(stderr=True, soft_wrap=True).print(table)

@@ -7,6 +7,9 @@
     dwer                WER of the resynthesis' transcript against the original's (both from the
                         same ASR model: transformers' speech-recognition pipeline, so CTC models
                         and Whisper alike; jiwer), so it needs no reference text
+    mos                 the resynthesis' predicted mean opinion score from a MOS predictor that is
+                        a transformers audio-classification model with one regression output
+                        (`num_labels=1`); `mos_original` is the original's, for reference
 
 A judge that cannot be loaded (offline and not cached, not a model) does not stop the evaluation:
 `load_judges` returns why, and the other metrics are still computed.
@@ -74,11 +77,37 @@ class TranscriptAgreement:
         return float(jiwer.wer(reference, self.transcript(resynthesised)))
 
 
-def load_judges(speaker_model: str | None, asr_model: str | None, device: str = "cpu") -> tuple[list, dict[str, str]]:
-    """(the judges that loaded, {metric: why it is skipped} for those that did not)."""
+class MeanOpinionScore:
+    name = "mos"
+
+    def __init__(self, model_name: str, device: str = "cpu"):
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+        self.device = resolve_device(device)
+        local = _local_only(model_name)
+        self.features = AutoFeatureExtractor.from_pretrained(model_name, local_files_only=local)
+        self.model = AutoModelForAudioClassification.from_pretrained(model_name, local_files_only=local)
+        if self.model.config.num_labels != 1:
+            raise ValueError(f"a MOS predictor has one regression output; this model has {self.model.config.num_labels} "
+                             "labels (a classifier)")
+        self.model.to(self.device).eval()
+
+    @torch.no_grad()
+    def score(self, wave: np.ndarray) -> float:
+        inputs = self.features(wave, sampling_rate=RATE, return_tensors="pt")
+        return float(self.model(inputs.input_values.to(self.device)).logits[0, 0])
+
+    def __call__(self, original: np.ndarray, resynthesised: np.ndarray) -> dict[str, float]:
+        return {"mos": self.score(resynthesised), "mos_original": self.score(original)}
+
+
+def load_judges(speaker_model: str | None, asr_model: str | None, device: str = "cpu",
+                mos_model: str | None = None) -> tuple[list, dict[str, str]]:
+    """(the judges that loaded, {metric: why it is skipped} for those that did not). A judge is
+    called with (original, resynthesised) and gives its metric, or a dict of metrics."""
     hub.loading_bars()
     judges, skipped = [], {}
-    for kind, name in ((SpeakerSimilarity, speaker_model), (TranscriptAgreement, asr_model)):
+    for kind, name in ((SpeakerSimilarity, speaker_model), (TranscriptAgreement, asr_model), (MeanOpinionScore, mos_model)):
         if name is None:
             continue
         try:

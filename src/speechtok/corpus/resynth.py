@@ -99,7 +99,9 @@ def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, 
             seconds = len(wave) / front.sample_rate
             row.update({"seconds": seconds, "tokens_per_second": units.codes.size / seconds if seconds else float("nan"),
                         **compare(original, resynthesised, RATE)})
-            row.update({judge.name: judge(original, resynthesised) for judge in judges})
+            for judge in judges:
+                said = judge(original, resynthesised)
+                row.update(said if isinstance(said, dict) else {judge.name: said})
         except Exception as error:  # noqa: BLE001 - one utterance the tokenizer or a judge fails on is reported, not fatal
             result.rows.append({**row, "error": f"{type(error).__name__}: {error}"})
             if progress is not None:
@@ -116,7 +118,7 @@ def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, 
         "inputs": [str(i) for i in inputs], "utterances": len(utterances), "sample": len(result.rows), "seed": seed,
         "failed": len(result.failed), "compared_at": RATE, "skipped": dict(skipped or {}),
         "metrics": {name: _aggregate([r[name] for r in result.rows if "error" not in r])
-                    for name in ("tokens_per_second", *METRICS, *(j.name for j in judges))},
+                    for name in ("tokens_per_second", *METRICS, *MODEL_METRICS) if any(name in r for r in result.rows)},
     }
     atomic_write_text(out / "utterances.jsonl", "".join(json.dumps(json_safe(r)) + "\n" for r in result.rows))
     atomic_write_text(out / "utterances.csv", _table(result.rows))

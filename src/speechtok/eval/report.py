@@ -31,7 +31,7 @@ from .resynthesis import HIGHER_IS_BETTER, METRICS, MODEL_METRICS
 
 SCATTER = ("pesq", "stoi", "mcd", "si_sdr")  # quality against bitrate
 UNITS = {"pesq": "", "stoi": "", "estoi": "", "si_sdr": " dB", "mcd": " dB", "log_mel": "", "f0_rmse": " Hz",
-         "f0_corr": "", "voicing_error": "", "speaker_similarity": "", "dwer": ""}
+         "f0_corr": "", "voicing_error": "", "speaker_similarity": "", "dwer": "", "mos": "", "mos_original": ""}
 
 
 @dataclass

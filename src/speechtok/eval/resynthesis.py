@@ -141,10 +141,10 @@ def compare(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> di
 
 
 METRICS = ("pesq", "stoi", "estoi", "si_sdr", "mcd", "log_mel", "f0_rmse", "f0_corr", "voicing_error")
-MODEL_METRICS = ("speaker_similarity", "dwer")  # when a speaker / ASR model is named (`corpus.judges`)
+MODEL_METRICS = ("speaker_similarity", "dwer", "mos", "mos_original")  # when a model is named (`corpus.judges`)
 HIGHER_IS_BETTER = {"pesq": True, "stoi": True, "estoi": True, "si_sdr": True, "mcd": False, "log_mel": False,
                     "f0_rmse": False, "f0_corr": True, "voicing_error": False, "speaker_similarity": True,
-                    "dwer": False}
+                    "dwer": False, "mos": True, "mos_original": True}
 
 
 def require_packages() -> None:
