@@ -35,18 +35,20 @@ import numpy as np
 import soundfile as sf
 from common import machine
 
-from speechtok.example_audio import frame_phones, phone_transcript, timed_utterance
+from speechtok.example_audio import frame_phones, make_lexicon, phone_transcript, timed_utterance
 
 SR = 16000
 
 
-def write_split(root: Path, name: str, count: int, scales: np.ndarray, rng: np.random.Generator) -> None:
+def write_split(root: Path, name: str, count: int, scales: np.ndarray, rng: np.random.Generator,
+                lexicon: list[list[str]] | None = None) -> None:
     """`name`.tsv (fairseq manifest), `name`_phones.tsv (uid<TAB>ph,ph,... at 100 Hz) and
     `name`.ltr (phone transcripts, fairseq letters)."""
     lines, phones, letters = [str(root / "audio")], [], []
     for i in range(count):
         uid = f"{name}{i:05d}"
-        wave, spans = timed_utterance(rng, seconds=4.0, sample_rate=SR, formant_scale=float(rng.choice(scales)))
+        wave, spans = timed_utterance(rng, seconds=4.0, sample_rate=SR, formant_scale=float(rng.choice(scales)),
+                                      lexicon=lexicon)
         sf.write(root / "audio" / f"{uid}.wav", wave, SR)
         lines.append(f"{uid}.wav\t{len(wave)}")
         phones.append(f"{uid}\t{','.join(frame_phones(spans, len(wave) / SR))}")
@@ -78,6 +80,8 @@ def main():
     parser.add_argument("--layer", type=int, default=2)
     parser.add_argument("--batch-seconds", type=float, default=32.0)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lexicon", type=int, default=0,
+                        help="Speak words of a random lexicon of this many words (0: phones drawn independently).")
     parser.add_argument("--ctc-minutes", type=float, default=10.0, help="Transcribed speech for CTC (of the train split).")
     parser.add_argument("--ctc-steps", type=int, default=1500)
     parser.add_argument("--ctc-lr", type=float, default=5e-4)
@@ -88,8 +92,9 @@ def main():
     print(f"machine: {machine()}; work: {root}")
     rng = np.random.default_rng(0)
     speakers = rng.uniform(0.8, 1.25, 24)
-    write_split(root, "train", int(args.speech_minutes * 60 / 4), speakers[:20], rng)
-    write_split(root, "heldout", 75, speakers[20:], rng)  # 5 min, unseen speakers
+    lexicon = make_lexicon(np.random.default_rng(7), args.lexicon) if args.lexicon else None
+    write_split(root, "train", int(args.speech_minutes * 60 / 4), speakers[:20], rng, lexicon)
+    write_split(root, "heldout", 75, speakers[20:], rng, lexicon)  # 5 min, unseen speakers
 
     speechtok("hubert-labels", "--train", root / "train.tsv", "-e", "mfcc", "-k", 100, "-o", root / "labels-it1")
     mfcc = pnmi(root, root / "labels-it1" / "tokenizer", root / "units-mfcc")

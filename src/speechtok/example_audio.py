@@ -55,14 +55,30 @@ def phone_segment(name: str, n: int, rng: np.random.Generator, sample_rate: int 
     return 0.2 * x * (0.6 + 0.4 * np.sin(2 * np.pi * f0 * t)) + 0.003 * rng.standard_normal(n)
 
 
+def make_lexicon(rng: np.random.Generator, words: int = 40, shortest: int = 3, longest: int = 5) -> list[list[str]]:
+    """`words` random "words" of `shortest`-`longest` non-silent phones: a language whose phone
+    sequences are predictable from context (i.i.d. phones are not)."""
+    sounds = [p for p in PHONES if p != "sil"]
+    return [[sounds[i] for i in rng.integers(len(sounds), size=int(rng.integers(shortest, longest + 1)))]
+            for _ in range(words)]
+
+
 def timed_utterance(rng: np.random.Generator, count: int | None = None, seconds: float | None = None,
-                    sample_rate: int = 16000, formant_scale: float = 1.0) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+                    sample_rate: int = 16000, formant_scale: float = 1.0,
+                    lexicon: list[list[str]] | None = None) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
     """Random phone-like segments of 60-200 ms: `count` of them, or until `seconds` are reached,
-    spoken with `formant_scale` (see `phone_segment`). Returns the wave and its (start s, end s,
+    spoken with `formant_scale` (see `phone_segment`); phones drawn independently, or, with a
+    `lexicon`, words of it with a silence after each. Returns the wave and its (start s, end s,
     phone) spans."""
     names, pieces, spans, start = list(PHONES), [], [], 0
+    queue: list[str] = []
     while (len(spans) < count) if count is not None else (start < (seconds or 0) * sample_rate):
-        name = names[rng.integers(len(names))]
+        if lexicon is not None:
+            if not queue:
+                queue = [*lexicon[rng.integers(len(lexicon))], "sil"]
+            name = queue.pop(0)
+        else:
+            name = names[rng.integers(len(names))]
         n = int(rng.integers(int(0.06 * sample_rate), int(0.2 * sample_rate)))
         pieces.append(phone_segment(name, n, rng, sample_rate, formant_scale))
         spans.append((start / sample_rate, (start + n) / sample_rate, name))
