@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import soundfile as sf
-
 from ..errors import InputError
 from ..tokenizer import CodecTokenizer, TokenizerBase, load
 from ..tokenizer.presets import PRESETS
@@ -26,6 +24,7 @@ from .inputs import file_for_id
 from .lock import hold
 from .manifest import TokenizedCorpus
 from .runner import Engine, LocalEngine, window_samples
+from .store import atomic_write_wave
 
 
 @dataclass
@@ -143,9 +142,7 @@ def _write(pending: list[tuple[Path, Units]], tokenizer: TokenizerBase, result: 
         return
     for (target, _), audio in zip(pending, tokenizer.decode_batch([u for _, u in pending])):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        sf.write(tmp, audio, tokenizer.decode_sample_rate, format="WAV", subtype="FLOAT")
-        os.replace(tmp, target)  # a .wav that exists is complete
+        atomic_write_wave(target, audio, tokenizer.decode_sample_rate)
         result.written += 1
         result.samples += len(audio)
         result.files.append(target)

@@ -19,8 +19,6 @@ Every file is written whole or not at all; a re-run rewrites the directory's fil
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -29,15 +27,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import soundfile as sf
 
 from ..audio import Reading
 from ..errors import InputError
-from ..eval.resynthesis import METRICS, MODEL_METRICS, compare, resample
+from ..eval.resynthesis import METRICS, MODEL_METRICS, compare, resample, rows_csv
 from ..tokenizer import TokenizerBase
 from .inputs import collect
 from .reader import AudioReader
-from .store import atomic_write_text
+from .store import atomic_write_text, atomic_write_wave
 
 RATE = 16000  # the rate both waves are compared (and kept) at
 EVAL_FILE = "eval.json"
@@ -107,8 +104,8 @@ def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, 
             if progress is not None:
                 progress(1)
             continue
-        _write_wave(out / "audio" / f"{number}.orig.wav", original)
-        _write_wave(out / "audio" / f"{number}.resynth.wav", resynthesised)
+        atomic_write_wave(out / "audio" / f"{number}.orig.wav", original, RATE)
+        atomic_write_wave(out / "audio" / f"{number}.resynth.wav", resynthesised, RATE)
         result.rows.append(row)
         if progress is not None:
             progress(1)
@@ -121,7 +118,7 @@ def resynthesize(inputs: Sequence[str | os.PathLike], tokenizer: TokenizerBase, 
                     for name in ("tokens_per_second", *METRICS, *MODEL_METRICS) if any(name in r for r in result.rows)},
     }
     atomic_write_text(out / "utterances.jsonl", "".join(json.dumps(json_safe(r)) + "\n" for r in result.rows))
-    atomic_write_text(out / "utterances.csv", _table(result.rows))
+    atomic_write_text(out / "utterances.csv", rows_csv(result.rows))
     atomic_write_text(out / EVAL_FILE, json.dumps(json_safe(result.summary), indent=2) + "\n")
     return result
 
@@ -135,15 +132,6 @@ def _aggregate(values: list[float]) -> dict:
     return {"mean": float(finite.mean()), "median": float(np.median(finite)), "count": int(len(finite))}
 
 
-def _table(rows: list[dict]) -> str:
-    columns = ["n", "id", "source", "seconds", "tokens_per_second", *METRICS, *MODEL_METRICS, "error"]
-    text = io.StringIO()
-    writer = csv.DictWriter(text, columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue()
-
-
 def json_safe(value):
     """`value` with NaN / infinity as null: JSON has no such numbers (an identical round trip's
     SI-SDR is +inf; the CSV keeps it)."""
@@ -154,9 +142,3 @@ def json_safe(value):
     if isinstance(value, list):
         return [json_safe(v) for v in value]
     return value
-
-
-def _write_wave(path: Path, wave: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    sf.write(tmp, wave, RATE, format="WAV", subtype="FLOAT")
-    os.replace(tmp, path)

@@ -39,6 +39,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         out.write(text)
 
 
+def atomic_write_wave(path: Path, wave, sample_rate: int) -> None:
+    """A float32 .wav written under a temporary name and renamed: a .wav that exists is complete."""
+    import soundfile as sf
+
+    tmp = path.with_name(path.name + ".tmp")
+    sf.write(tmp, wave, sample_rate, format="WAV", subtype="FLOAT")
+    os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[TextIO]:
     """A text file written under a temporary name and renamed to `path` when the block ends

@@ -13,7 +13,6 @@ could decode and shows it at the top (what the browser test reads).
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -27,7 +26,7 @@ import soundfile as sf
 
 from ..errors import InputError
 from .metrics import JointCounts, StreamStats, TeacherQuality
-from .resynthesis import HIGHER_IS_BETTER, METRICS, MODEL_METRICS
+from .resynthesis import HIGHER_IS_BETTER, METRICS, MODEL_METRICS, rows_csv
 
 SCATTER = ("pesq", "stoi", "mcd", "si_sdr")  # quality against bitrate
 UNITS = {"pesq": "", "stoi": "", "estoi": "", "si_sdr": " dB", "mcd": " dB", "log_mel": "", "f0_rmse": " Hz",
@@ -275,14 +274,8 @@ def _number(value) -> str:
 
 
 def _csv(evaluations: list[Evaluation]) -> str:
-    columns = ["tokenizer", "bitrate", "n", "id", "source", "seconds", "tokens_per_second", *METRICS, *MODEL_METRICS, "error"]
-    text = io.StringIO()
-    writer = csv.DictWriter(text, columns, extrasaction="ignore")
-    writer.writeheader()
-    for e in evaluations:
-        for r in e.rows:
-            writer.writerow({"tokenizer": e.name, "bitrate": e.summary["bitrate"], **r})
-    return text.getvalue()
+    return rows_csv([{"tokenizer": e.name, "bitrate": e.summary["bitrate"], **r} for e in evaluations for r in e.rows],
+                    leading=("tokenizer", "bitrate"))
 
 
 # counts what the browser could decode and shows it; the browser test reads the same line

@@ -147,6 +147,19 @@ HIGHER_IS_BETTER = {"pesq": True, "stoi": True, "estoi": True, "si_sdr": True, "
                     "dwer": False, "mos": True, "mos_original": True}
 
 
+def rows_csv(rows: list[dict], leading: tuple[str, ...] = ()) -> str:
+    """Utterance rows (`eval resynth`'s) as CSV, the `leading` columns first."""
+    import csv
+    import io
+
+    columns = [*leading, "n", "id", "source", "seconds", "tokens_per_second", *METRICS, *MODEL_METRICS, "error"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
 def require_packages() -> None:
     """Raise a clear error naming what to install when a metric's package is missing."""
     import importlib.util
